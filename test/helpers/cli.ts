@@ -1,0 +1,152 @@
+// Running the compiled snapfs CLI (and other programs) from tests.
+//
+// Always asynchronous: FUSE tests serve the mount from this very process's
+// event loop in some setups, and a blocking spawnSync would deadlock them.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { projectRoot } from '../../lib/platform/native.js';
+
+export interface RunOptions {
+  /** Added to (and overriding) the inherited environment. */
+  env?: Record<string, string>;
+  /** Written to stdin, which is then closed. Without it stdin is closed at once. */
+  input?: string;
+  /** Kill the process with SIGKILL after this long and throw; default 5 minutes. */
+  timeoutMs?: number;
+  /** Resolve instead of throwing when the exit code is not 0. */
+  allowFail?: boolean;
+  cwd?: string;
+}
+
+export interface RunResult {
+  /** Exit code, or -1 when the process was ended by a signal. */
+  code: number;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON when args include '--json' and it parses. */
+  json?: any;
+}
+
+const DEFAULT_TIMEOUT_MS = 5 * 60 * 1000;
+
+/** Path of the compiled CLI entry point. */
+export function cliPath(): string {
+  return join(projectRoot(), 'dist', 'cli', 'main.js');
+}
+
+// Children still running when the test process exits would outlive it (a FUSE
+// daemon keeps its mount busy), so kill them on the way out.
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+function track(child: ChildProcess): ChildProcess {
+  live.add(child);
+  child.on('exit', () => live.delete(child));
+  return child;
+}
+
+function describe(command: string, args: string[]): string {
+  return [command, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+}
+
+/**
+ * Runs any program to completion, collecting its output. Throws (with stderr
+ * in the message) on a non-zero exit unless allowFail, and always on timeout
+ * or when the program cannot be started.
+ */
+export function runProcess(command: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = track(spawn(command, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    }));
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    // A child that exits without reading its input makes the write fail with EPIPE; that is not our error.
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(opts.input ?? '');
+
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${describe(command, args)}: ${e.message}`, { cause: e }));
+    });
+    // 'close' rather than 'exit': it fires after stdout/stderr are fully read.
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const result: RunResult = {
+        code: code ?? -1,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      };
+      if (args.includes('--json')) {
+        try {
+          result.json = JSON.parse(result.stdout);
+        } catch {
+          // left undefined: the test asserting on json will say so
+        }
+      }
+      const failed = timedOut || (result.code !== 0 && !opts.allowFail);
+      if (!failed) return resolve(result);
+      const why = timedOut
+        ? `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`
+        : `exited with ${signal ? `signal ${signal}` : `code ${result.code}`}`;
+      reject(Object.assign(
+        new Error(`${describe(command, args)} ${why}\n--- stderr ---\n${result.stderr}--- stdout ---\n${result.stdout.slice(-4000)}`),
+        { result },
+      ));
+    });
+  });
+}
+
+/** Runs `node dist/cli/main.js ...args` to completion; see runProcess. */
+export function runSnapfs(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return runProcess(process.execPath, [cliPath(), ...args], opts);
+}
+
+/** A running CLI process whose output so far can be read at any time. */
+export type SnapfsChild = ChildProcess & { output(): { stdout: string; stderr: string } };
+
+/**
+ * Starts the CLI and returns at once, for long-running commands (mount) that
+ * the test stops itself. Output is drained continuously (a full pipe would
+ * block the child) and kept for output(), e.g. to print on failure; callers
+ * may also listen on stdout/stderr themselves. The child is killed if still
+ * alive when the test process exits.
+ */
+export function spawnSnapfs(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): SnapfsChild {
+  const child = track(spawn(process.execPath, [cliPath(), ...args], {
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }));
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  child.stderr!.on('data', (b: Buffer) => err.push(b));
+  return Object.assign(child, {
+    output: () => ({ stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }),
+  });
+}
+
+/** A fresh empty directory under the OS temp dir, removed when test `t` ends. */
+export async function tmpDir(t: any, prefix: string): Promise<string> {
+  const dir = await fsp.mkdtemp(join(tmpdir(), prefix.endsWith('-') ? prefix : prefix + '-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
