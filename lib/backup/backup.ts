@@ -1,0 +1,357 @@
+// The writer: walks a source directory beside the parent snapshot's tree and stores a new
+// snapshot. Unchanged files (same size, mtime, ctime, inode) are not opened: their
+// entries, chunk lists and `since` are reused. A directory whose entries are all reused
+// keeps the parent's tree id. Commit order: packs -> index -> snapshot record.
+
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { decodeScan, listXattrs, scanDir, ScannedEntry } from '../platform/native.js';
+import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
+import { EntryKind, TreeEntry, compareNames, sameVersion } from '../format/tree.js';
+import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
+import { Repository } from '../store/repository.js';
+import { BlobWriter } from '../store/blob-store.js';
+import { TreeReader } from '../tree/tree-reader.js';
+import { writeTree } from '../tree/tree-writer.js';
+import { SnapshotCatalog, nextSnapshotName, validateSourceName } from '../snapshot/catalog.js';
+import { FileContentReader } from './file-content.js';
+import { ExcludeMatcher } from './exclude.js';
+import { Semaphore, mapLimit } from '../util/semaphore.js';
+import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
+
+export interface BackupOptions {
+  source: string;
+  path: string;
+  excludes?: string[];
+  /** Nominal snapshot time (ISO 8601); defaults to the start of the backup. */
+  time?: string;
+  oneFileSystem?: boolean;
+  onProgress?: (stats: Readonly<SnapshotStats>, currentPath: string) => void;
+  onWarning?: (w: BackupWarning) => void;
+}
+
+export interface BackupWarning {
+  path: string;
+  code: string;
+  message: string;
+}
+
+export interface BackupResult {
+  snapshot: SnapshotRecord;
+  warnings: BackupWarning[];
+}
+
+const S_IFMT = 0o170000;
+const KIND_BY_FORMAT = new Map<number, EntryKind>([
+  [0o100000, EntryKind.File],
+  [0o040000, EntryKind.Directory],
+  [0o120000, EntryKind.Symlink],
+  [0o010000, EntryKind.Fifo],
+  [0o020000, EntryKind.CharDevice],
+  [0o060000, EntryKind.BlockDevice],
+  [0o140000, EntryKind.Socket],
+]);
+
+const FILE_CONCURRENCY = 16;
+const SUBDIR_CONCURRENCY = 4;
+
+function emptyStats(): SnapshotStats {
+  return {
+    files: 0, directories: 0, otherEntries: 0, filesNew: 0, filesChanged: 0, filesUnchanged: 0, filesOpened: 0,
+    filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
+  };
+}
+
+export async function backup(repo: Repository, opts: BackupOptions): Promise<BackupResult> {
+  validateSourceName(opts.source);
+  const sourceRoot = path.resolve(opts.path);
+  let rootStat;
+  try {
+    rootStat = await fs.stat(sourceRoot, { bigint: true });
+  } catch (err) {
+    throw new SnapfsError('SOURCE_UNREADABLE', `source directory ${sourceRoot}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!rootStat.isDirectory()) throw new SnapfsError('SOURCE_UNREADABLE', `source ${sourceRoot} is not a directory`);
+  try {
+    await fs.access(sourceRoot, fs.constants.R_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new SnapfsError('SOURCE_UNREADABLE', `source directory ${sourceRoot}: ${(err as Error).message}`, { cause: err });
+  }
+  const time = opts.time ?? new Date().toISOString();
+  if (Number.isNaN(Date.parse(time))) throw new SnapfsError('INVALID_ARGUMENT', `--time: not an ISO 8601 time: ${JSON.stringify(time)}`);
+
+  const session = await repo.beginWrite('backup');
+  try {
+    const catalog = new SnapshotCatalog(repo.snapshots);
+    const parent = await catalog.latest(opts.source);
+    const generation = (parent?.generation ?? 0) + 1;
+    const walker = new SourceWalker(repo, session.writer, opts, generation, Number(rootStat.dev));
+    const started = Date.now();
+    const rootId = await walker.directory(Buffer.from(sourceRoot), '', parent ? idFromHex(parent.root) : undefined);
+    await session.writer.flush();
+
+    const stats = walker.stats;
+    Object.assign(stats, session.writer.stats, { durationMs: Date.now() - started });
+    // Publication time: strictly after the parent's, so `since` orders versions even if
+    // the clock stepped back.
+    let published = BigInt(Date.now()) * 1_000_000n;
+    if (parent && published <= publishedAtNs(parent)) published = publishedAtNs(parent) + 1n;
+    const all = await catalog.all();
+    const record: SnapshotRecord = {
+      version: SNAPSHOT_FORMAT_VERSION,
+      id: randomBytes(16).toString('hex'),
+      source: opts.source,
+      time: new Date(time).toISOString(),
+      name: nextSnapshotName(all, opts.source, time),
+      root: idToHex(rootId),
+      parent: parent?.id ?? null,
+      generation,
+      generations: { ...(parent?.generations ?? {}), [String(generation)]: published.toString() },
+      rootMeta: { mode: Number(rootStat.mode) & 0o7777, uid: Number(rootStat.uid), gid: Number(rootStat.gid), mtimeNs: rootStat.mtimeNs.toString() },
+      hostname: os.hostname(),
+      paths: [sourceRoot],
+      excludes: opts.excludes ?? [],
+      partial: stats.filesFailed > 0,
+      stats,
+    };
+    // The commit point: until this rename the snapshot does not exist.
+    await repo.snapshots.save(record);
+    return { snapshot: record, warnings: walker.warnings };
+  } finally {
+    await session.close();
+  }
+}
+
+class SourceWalker {
+  readonly stats = emptyStats();
+  readonly warnings: BackupWarning[] = [];
+  private readonly trees: TreeReader;
+  private readonly files: FileContentReader;
+  private readonly excludes: ExcludeMatcher;
+  private readonly io = new Semaphore(FILE_CONCURRENCY);
+  private readonly scans = new Semaphore(8);
+  /** Content of multiply-linked files read in this run, by device:inode:ctime. */
+  private readonly linked = new Map<string, Promise<TreeEntry | undefined>>();
+  private lastProgress = 0;
+
+  constructor(
+    repo: Repository,
+    private readonly writer: BlobWriter,
+    private readonly opts: BackupOptions,
+    private readonly generation: number,
+    private readonly rootDevice: number,
+  ) {
+    this.trees = new TreeReader(repo.blobs, 32 * 1024 * 1024);
+    this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker);
+    this.excludes = new ExcludeMatcher(opts.excludes ?? []);
+  }
+
+  private warn(relPath: string, err: unknown, what: string): void {
+    const code = errnoCode(err) ?? (err as SnapfsError).code ?? 'ERROR';
+    const w = { path: relPath, code, message: `${what}: ${(err as Error).message ?? String(err)}` };
+    this.warnings.push(w);
+    this.opts.onWarning?.(w);
+  }
+
+  private progress(relPath: string): void {
+    const now = Date.now();
+    if (this.opts.onProgress && now - this.lastProgress > 250) {
+      this.lastProgress = now;
+      this.opts.onProgress({ ...this.stats, ...this.writer.stats }, relPath);
+    }
+  }
+
+  /** Stores one directory and returns its tree id. */
+  async directory(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
+    const scanned = await this.scans.run(() => scanDir(abs)).then(decodeScan);
+    scanned.sort((a, b) => compareNames(a.name, b.name));
+    const previous = parentTree ? await this.trees.readAll(parentTree) : [];
+
+    // Merge-join with the parent's entries (both sorted by name).
+    const work: Array<{ st: ScannedEntry; old?: TreeEntry }> = [];
+    let j = 0;
+    for (const st of scanned) {
+      while (j < previous.length && compareNames(previous[j]!.name, st.name) < 0) j++;
+      const old = j < previous.length && previous[j]!.name.equals(st.name) ? previous[j] : undefined;
+      const childRel = rel ? `${rel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
+      if (!this.excludes.empty && this.excludes.excludes(childRel, st.name.toString('utf8'))) continue;
+      work.push({ st, old });
+    }
+
+    const subdirs = work.filter((w) => (w.st.mode & S_IFMT) === 0o040000);
+    const others = work.filter((w) => (w.st.mode & S_IFMT) !== 0o040000);
+    const results = new Map<ScannedEntry, TreeEntry | undefined>();
+    await Promise.all([
+      mapLimit(others, FILE_CONCURRENCY, async (w) => results.set(w.st, await this.entry(abs, rel, w.st, w.old))),
+      mapLimit(subdirs, SUBDIR_CONCURRENCY, async (w) => results.set(w.st, await this.entry(abs, rel, w.st, w.old))),
+    ]);
+
+    const entries: TreeEntry[] = [];
+    let allReused = parentTree !== undefined && work.length === previous.length;
+    for (const w of work) {
+      const e = results.get(w.st);
+      if (!e) {
+        allReused = false;
+        continue;
+      }
+      if (e !== w.old) allReused = false;
+      entries.push(e);
+    }
+    if (allReused && parentTree) return parentTree;
+    return writeTree(this.writer, entries);
+  }
+
+  /** Builds the entry for one scanned name; undefined when it is skipped. */
+  private async entry(dirAbs: Buffer, dirRel: string, st: ScannedEntry, old: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+    const abs = Buffer.concat([dirAbs, Buffer.from('/'), st.name]);
+    const rel = dirRel ? `${dirRel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
+    if (st.errno !== 0) {
+      // ENOENT: deleted between readdir and stat, so it is simply not in this snapshot.
+      if (st.errno !== 2) {
+        this.stats.filesFailed++;
+        this.warn(rel, Object.assign(new Error(`lstat failed (errno ${st.errno})`), { code: `errno ${st.errno}` }), 'skipped');
+      }
+      return undefined;
+    }
+    const kind = KIND_BY_FORMAT.get(st.mode & S_IFMT);
+    if (kind === undefined) return undefined;
+    const base: TreeEntry = {
+      name: st.name,
+      kind,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      size: kind === EntryKind.File || kind === EntryKind.Symlink ? st.size : 0,
+      allocated: st.blocks * 512,
+      mtimeNs: st.mtimeNs,
+      ctimeNs: st.ctimeNs,
+      inode: st.ino,
+      device: st.dev,
+      nlink: st.nlink,
+      rdev: st.rdev,
+      since: this.generation,
+    };
+    try {
+      switch (kind) {
+        case EntryKind.Directory:
+          return await this.directoryEntry(abs, rel, base, old);
+        case EntryKind.File:
+          return await this.fileEntry(abs, rel, base, old);
+        default:
+          return await this.io.run(() => this.specialEntry(abs, base, old));
+      }
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') return undefined; // vanished while we looked: not in this snapshot
+      if (err instanceof SnapfsError && err.code !== 'IO_ERROR') throw err; // repository trouble: abort
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw fromSystemError(err, rel);
+      this.stats.filesFailed++;
+      this.warn(rel, err, 'skipped');
+      return undefined;
+    }
+  }
+
+  private async directoryEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+    this.stats.directories++;
+    if (this.opts.oneFileSystem && base.device !== this.rootDevice) {
+      // A mount point: recorded as an empty directory, like tar --one-file-system.
+      base.subtree = await writeTree(this.writer, []);
+    } else {
+      const parentTree = old?.kind === EntryKind.Directory ? old.subtree : undefined;
+      base.subtree = await this.directory(abs, rel, parentTree);
+    }
+    if (old && old.kind === EntryKind.Directory && old.ctimeNs === base.ctimeNs && old.inode === base.inode) {
+      base.xattrs = old.xattrs; // ctime unchanged: so are the xattrs
+    } else {
+      base.xattrs = readXattrs(abs);
+    }
+    return reuseIfSame(base, old);
+  }
+
+  private async fileEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+    this.stats.files++;
+    this.stats.bytesTotal += base.size;
+    if (
+      old &&
+      old.kind === EntryKind.File &&
+      old.size === base.size &&
+      old.mtimeNs === base.mtimeNs &&
+      old.ctimeNs === base.ctimeNs &&
+      old.inode === base.inode &&
+      old.device === base.device
+    ) {
+      this.stats.filesUnchanged++;
+      return old;
+    }
+    if (base.nlink > 1) {
+      // Hard links: read the inode once per run, then share its content.
+      const key = `${base.device}:${base.inode}:${base.ctimeNs}`;
+      let shared = this.linked.get(key);
+      const first = !shared;
+      if (!shared) {
+        shared = this.storeFile(abs, rel, base, old);
+        this.linked.set(key, shared);
+      }
+      const e = await shared;
+      if (!e) return undefined;
+      if (first) return e;
+      // Same inode: same data and metadata, different name.
+      return reuseIfSame({ ...e, name: base.name }, old);
+    }
+    return this.storeFile(abs, rel, base, old);
+  }
+
+  private async storeFile(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+    const read = await this.io.run(() => this.files.read(abs, (n) => {
+      this.stats.bytesRead += n;
+      this.progress(rel);
+    }));
+    this.stats.filesOpened++;
+    const st = read.stat;
+    const entry: TreeEntry = {
+      ...base,
+      mode: Number(st.mode) & 0o7777,
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      size: read.size,
+      allocated: Number(st.blocks) * 512,
+      mtimeNs: st.mtimeNs,
+      // A file that kept changing gets ctime 0, so the next backup reads it again.
+      ctimeNs: read.unstable ? 0n : st.ctimeNs,
+      inode: st.ino,
+      nlink: Number(st.nlink),
+      content: read.content,
+      xattrs: readXattrs(abs),
+    };
+    if (read.unstable) this.warn(rel, new Error('file changed while it was read'), 'stored as last read; will be read again next time');
+    if (old && old.kind === EntryKind.File) this.stats.filesChanged++;
+    else this.stats.filesNew++;
+    return reuseIfSame(entry, old);
+  }
+
+  private async specialEntry(abs: Buffer, base: TreeEntry, old: TreeEntry | undefined): Promise<TreeEntry> {
+    this.stats.otherEntries++;
+    if (base.kind === EntryKind.Symlink) {
+      if (old && old.kind === EntryKind.Symlink && old.ctimeNs === base.ctimeNs && old.inode === base.inode && old.mtimeNs === base.mtimeNs) {
+        return old;
+      }
+      base.target = await fs.readlink(abs, { encoding: 'buffer' });
+      base.size = base.target.length;
+    }
+    base.xattrs = readXattrs(abs);
+    return reuseIfSame(base, old);
+  }
+}
+
+/** Returns the parent's entry object when nothing differs, so `since` carries forward. */
+function reuseIfSame(entry: TreeEntry, old: TreeEntry | undefined): TreeEntry {
+  return old && sameVersion(entry, old) ? old : entry;
+}
+
+function readXattrs(abs: Buffer): Array<[Buffer, Buffer]> | undefined {
+  const list = listXattrs(abs);
+  if (list.length === 0) return undefined;
+  return list.sort((a, b) => compareNames(a[0], b[0]));
+}

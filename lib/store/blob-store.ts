@@ -1,0 +1,204 @@
+// Content-addressed blobs over packs and the index. Reading verifies every blob against
+// its id, so damage anywhere below gives CORRUPT_DATA and never wrong bytes. Writing
+// deduplicates, compresses on the worker pool, fills packs and commits each sealed pack
+// to the index in one transaction: a blob is referenced only after its pack is durable.
+
+import { BlobHasher, BlobId, idToHex } from '../format/blob-id.js';
+import { BLOB_HEADER_BYTES, BlobType, Compression, decodeBlobHeader } from '../format/pack.js';
+import { BlobIndex, BlobLocation } from './blob-index.js';
+import { PackReader, PackWriter } from './pack-files.js';
+import { CompressionPool, decompressExact } from './compression.js';
+import { RepoLayout } from './layout.js';
+import { CorruptDataError, SnapfsError, errnoCode } from '../errors.js';
+
+export class BlobReader {
+  constructor(
+    readonly index: BlobIndex,
+    private readonly packs: PackReader,
+    private readonly hasher: BlobHasher,
+  ) {}
+
+  has(id: BlobId): boolean {
+    return this.index.has(id);
+  }
+
+  /** The verified raw bytes of a blob. */
+  async get(id: BlobId, type?: BlobType): Promise<Buffer> {
+    let loc = this.locate(id);
+    let stored: Buffer;
+    try {
+      stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      // A concurrent prune may have moved the blob to a new pack: look again once.
+      this.packs.forget(loc.pack);
+      this.index.refresh();
+      loc = this.locate(id);
+      try {
+        stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
+      } catch (err2) {
+        if (errnoCode(err2) === 'ENOENT') throw new CorruptDataError(`blob ${idToHex(id)}: pack ${idToHex(loc.pack)} is missing`);
+        throw err2;
+      }
+    }
+    return this.decode(id, loc, stored, type);
+  }
+
+  private locate(id: BlobId): BlobLocation {
+    const loc = this.index.lookup(id);
+    if (!loc) throw new SnapfsError('BLOB_NOT_FOUND', `blob ${idToHex(id)} is not in the index (damaged repository?)`);
+    return loc;
+  }
+
+  private decode(id: BlobId, loc: BlobLocation, stored: Buffer, type?: BlobType): Buffer {
+    const what = `blob ${idToHex(id)} in pack ${idToHex(loc.pack)}`;
+    const header = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, what);
+    if (!header.id.equals(id) || header.storedLength !== loc.storedLength || header.rawLength !== loc.rawLength) {
+      throw new CorruptDataError(`${what}: header does not match the index`);
+    }
+    if (type !== undefined && header.type !== type) throw new CorruptDataError(`${what}: expected type ${type}, found ${header.type}`);
+    const body = stored.subarray(BLOB_HEADER_BYTES);
+    const raw = header.compression === Compression.Zstd ? decompressExact(body, header.rawLength, what) : body;
+    if (!this.hasher.matches(id, raw)) throw new CorruptDataError(`${what}: content does not match its id`);
+    return raw;
+  }
+}
+
+export interface WriteStats {
+  blobsAdded: number;
+  bytesAddedRaw: number;
+  bytesAddedStored: number;
+}
+
+const MAX_IN_FLIGHT_BYTES = 96 * 1024 * 1024;
+
+export class BlobWriter {
+  readonly stats: WriteStats = { blobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0 };
+  /** Ids being compressed or sitting in unsealed packs: present for dedup purposes. */
+  private readonly pending = new Set<string>();
+  private readonly current = new Map<BlobType, PackWriter>();
+  private readonly sealing: Array<Promise<void>> = [];
+  private readonly appendChains = new Map<BlobType, Promise<void>>();
+  private inFlight = 0;
+  private waiters: Array<() => void> = [];
+  private failure: unknown;
+
+  constructor(
+    private readonly layout: RepoLayout,
+    private readonly index: BlobIndex,
+    private readonly hasher: BlobHasher,
+    private readonly pool: CompressionPool,
+    private readonly packTargetBytes: number,
+  ) {}
+
+  id(raw: Uint8Array): BlobId {
+    return this.hasher.id(raw);
+  }
+
+  has(id: BlobId): boolean {
+    return this.pending.has(idToHex(id)) || this.index.has(id);
+  }
+
+  /** Resolves when there is room for more data in flight (bounds memory). */
+  async waitForRoom(): Promise<void> {
+    this.throwIfFailed();
+    while (this.inFlight >= MAX_IN_FLIGHT_BYTES) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      this.throwIfFailed();
+    }
+  }
+
+  /**
+   * Stores a blob unless one with the same id exists. Resolves once it is in a pack
+   * (durable only after `flush`). Returns whether it was new.
+   */
+  async put(type: BlobType, raw: Buffer, knownId?: BlobId): Promise<{ id: BlobId; added: boolean }> {
+    this.throwIfFailed();
+    const id = knownId ?? this.hasher.id(raw);
+    const key = idToHex(id);
+    if (this.pending.has(key) || this.index.has(id)) return { id, added: false };
+    this.pending.add(key);
+    this.inFlight += raw.length;
+    try {
+      const compressed = raw.length > 0 ? await this.pool.compress(raw) : raw;
+      const useZstd = compressed.length < raw.length;
+      const stored = useZstd ? compressed : raw;
+      await this.append(type, {
+        id,
+        type,
+        compression: useZstd ? Compression.Zstd : Compression.None,
+        rawLength: raw.length,
+        storedLength: stored.length,
+        stored,
+      });
+      this.stats.blobsAdded++;
+      this.stats.bytesAddedRaw += raw.length;
+      this.stats.bytesAddedStored += stored.length + BLOB_HEADER_BYTES;
+      return { id, added: true };
+    } catch (err) {
+      this.failure ??= err;
+      throw err;
+    } finally {
+      this.inFlight -= raw.length;
+      if (this.inFlight < MAX_IN_FLIGHT_BYTES) this.waiters.splice(0).forEach((w) => w());
+    }
+  }
+
+  private append(type: BlobType, blob: Parameters<PackWriter['add']>[0]): Promise<void> {
+    // Appends to one pack are serialized; a full pack is sealed in the background.
+    const prev = this.appendChains.get(type) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      let pack = this.current.get(type);
+      if (!pack) {
+        pack = new PackWriter(this.layout);
+        this.current.set(type, pack);
+      }
+      await pack.add(blob);
+      if (pack.size >= this.packTargetBytes) {
+        this.current.delete(type);
+        this.sealing.push(this.sealAndCommit(pack));
+      }
+    });
+    this.appendChains.set(type, next.catch(() => undefined));
+    return next;
+  }
+
+  private async sealAndCommit(pack: PackWriter): Promise<void> {
+    try {
+      const sealed = await pack.seal();
+      await this.index.addPack(sealed.id, sealed.size, sealed.blobs);
+      for (const b of sealed.blobs) this.pending.delete(idToHex(b.id));
+    } catch (err) {
+      this.failure ??= err;
+      await pack.discard();
+      throw err;
+    }
+  }
+
+  /** Seals every open pack, commits the index and waits until it is on disk. */
+  async flush(): Promise<void> {
+    for (const chain of this.appendChains.values()) await chain;
+    this.throwIfFailed();
+    for (const [type, pack] of this.current) {
+      this.current.delete(type);
+      if (pack.blobCount > 0) this.sealing.push(this.sealAndCommit(pack));
+    }
+    const results = await Promise.allSettled(this.sealing.splice(0));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    this.throwIfFailed();
+    await this.index.flushed();
+  }
+
+  /** Drops unsealed packs after a failure; sealed ones stay for the next run to reuse. */
+  async abort(): Promise<void> {
+    for (const chain of this.appendChains.values()) await chain.catch(() => undefined);
+    await Promise.allSettled(this.sealing.splice(0));
+    for (const pack of this.current.values()) await pack.discard();
+    this.current.clear();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+}

@@ -1,0 +1,141 @@
+// zstd compression on both cores: a small worker_threads pool fed in batches (one message
+// per batch, not per blob, so a spool of 4 KiB mails does not drown in message overhead),
+// and bounded-memory decompression that refuses frames claiming more than expected.
+
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { Decompressor } from 'zstd-napi';
+import { CorruptDataError } from '../errors.js';
+
+interface Pending {
+  data: Uint8Array;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
+
+const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_ITEMS = 512;
+
+export class CompressionPool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly queue: Pending[] = [];
+  private readonly jobs = new Map<number, Pending[]>();
+  private nextJob = 1;
+  private failure: unknown;
+
+  constructor(level: number, size = Math.max(1, Math.min(4, availableParallelism()))) {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level } });
+      w.on('message', (msg: { job: number; out: Uint8Array[] }) => this.finished(w, msg));
+      w.on('error', (err) => this.fail(err));
+      w.unref();
+      this.workers.push(w);
+      this.idle.push(w);
+    }
+  }
+
+  compress(data: Uint8Array): Promise<Buffer> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ data, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const batch: Pending[] = [];
+      let bytes = 0;
+      while (this.queue.length > 0 && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
+        const p = this.queue.shift()!;
+        bytes += p.data.length;
+        batch.push(p);
+      }
+      const worker = this.idle.pop()!;
+      const job = this.nextJob++;
+      this.jobs.set(job, batch);
+      worker.ref();
+      worker.postMessage({ job, items: batch.map((p) => p.data) });
+    }
+  }
+
+  private finished(worker: Worker, msg: { job: number; out: Uint8Array[] }): void {
+    const batch = this.jobs.get(msg.job)!;
+    this.jobs.delete(msg.job);
+    batch.forEach((p, i) => {
+      const c = msg.out[i]!;
+      p.resolve(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+    });
+    worker.unref();
+    this.idle.push(worker);
+    this.dispatch();
+  }
+
+  private fail(err: unknown): void {
+    this.failure = err;
+    for (const batch of this.jobs.values()) batch.forEach((p) => p.reject(err));
+    this.jobs.clear();
+    this.queue.splice(0).forEach((p) => p.reject(err));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/**
+ * The content size a zstd frame header declares, or undefined when absent. Read before
+ * decompressing so that a damaged or hostile frame cannot make us allocate gigabytes.
+ */
+export function zstdDeclaredSize(frame: Uint8Array): number | undefined {
+  if (frame.length < 6) throw new CorruptDataError('zstd frame: truncated header');
+  const view = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (view.readUInt32LE(0) !== ZSTD_MAGIC) throw new CorruptDataError('zstd frame: bad magic');
+  const fhd = view[4]!;
+  const fcsFlag = fhd >> 6;
+  const singleSegment = (fhd >> 5) & 1;
+  const dictFlag = fhd & 3;
+  let pos = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictFlag]!;
+  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
+  if (fcsBytes === 0) return undefined;
+  if (pos + fcsBytes > view.length) throw new CorruptDataError('zstd frame: truncated header');
+  switch (fcsBytes) {
+    case 1:
+      return view[pos]!;
+    case 2:
+      return view.readUInt16LE(pos) + 256;
+    case 4:
+      return view.readUInt32LE(pos);
+    default: {
+      const v = view.readBigUInt64LE(pos);
+      return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+    }
+  }
+}
+
+const decompressor = new Decompressor();
+
+export function decompressExact(frame: Uint8Array, rawLength: number, what: string): Buffer {
+  let declared: number | undefined;
+  try {
+    declared = zstdDeclaredSize(frame);
+  } catch (err) {
+    throw new CorruptDataError(`${what}: ${(err as Error).message}`);
+  }
+  // snapfs always writes the content size; a frame without one is not ours.
+  if (declared === undefined) throw new CorruptDataError(`${what}: zstd frame without content size`);
+  if (declared !== rawLength) {
+    throw new CorruptDataError(`${what}: zstd frame declares ${declared} bytes, expected ${rawLength}`);
+  }
+  let out: Buffer;
+  try {
+    out = decompressor.decompress(frame);
+  } catch (err) {
+    throw new CorruptDataError(`${what}: zstd decompression failed (${(err as Error).message})`, { cause: err });
+  }
+  if (out.length !== rawLength) throw new CorruptDataError(`${what}: decompressed to ${out.length} bytes, expected ${rawLength}`);
+  return out;
+}

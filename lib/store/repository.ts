@@ -1,0 +1,151 @@
+// A repository directory: config, packs, index, snapshot records, writer lock.
+// Readers (mount, restore, check) open it without the lock; writers take it first.
+
+import { promises as fs } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import xxhash from '@node-rs/xxhash';
+import { RepoLayout } from './layout.js';
+import { writeFileAtomic, exists } from './files.js';
+import { BlobIndex } from './blob-index.js';
+import { PackReader } from './pack-files.js';
+import { BlobReader, BlobWriter } from './blob-store.js';
+import { CompressionPool } from './compression.js';
+import { SnapshotStore } from './snapshot-store.js';
+import { WriterLock } from './writer-lock.js';
+import { BlobHasher, SECRET_BYTES } from '../format/blob-id.js';
+import {
+  DEFAULT_CHUNKER,
+  DEFAULT_COMPRESSION_LEVEL,
+  DEFAULT_PACK_TARGET_BYTES,
+  REPO_FORMAT_VERSION,
+  RepoConfig,
+  decodeConfig,
+  encodeConfig,
+} from '../format/config.js';
+import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
+
+export interface InitOptions {
+  chunker?: { minSize: number; avgSize: number; maxSize: number };
+  packTargetBytes?: number;
+  compressionLevel?: number;
+}
+
+export class Repository {
+  readonly blobs: BlobReader;
+  readonly snapshots: SnapshotStore;
+  readonly hasher: BlobHasher;
+
+  private constructor(
+    readonly layout: RepoLayout,
+    readonly config: RepoConfig,
+    readonly index: BlobIndex,
+    private readonly packReader: PackReader,
+  ) {
+    this.hasher = new BlobHasher(Buffer.from(config.hashSecret, 'hex'));
+    this.blobs = new BlobReader(index, packReader, this.hasher);
+    this.snapshots = new SnapshotStore(layout);
+  }
+
+  static async init(root: string, opts: InitOptions = {}): Promise<RepoConfig> {
+    const layout = new RepoLayout(root);
+    try {
+      const entries = await fs.readdir(root);
+      if (entries.length > 0) throw new SnapfsError('REPOSITORY_EXISTS', `${root}: directory is not empty; refusing to create a repository there`);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err instanceof SnapfsError ? err : fromSystemError(err, root);
+    }
+    const chunker = opts.chunker ?? DEFAULT_CHUNKER;
+    const config: RepoConfig = {
+      format: 'snapfs',
+      version: REPO_FORMAT_VERSION,
+      id: randomBytes(16).toString('hex'),
+      createdAt: new Date().toISOString(),
+      chunker: { ...chunker, gearSeed: randomBytes(8).toString('hex') },
+      hashSecret: randomBytes(SECRET_BYTES).toString('hex'),
+      packTargetBytes: opts.packTargetBytes ?? DEFAULT_PACK_TARGET_BYTES,
+      compressionLevel: opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
+    };
+    // Validate what the user asked for with the same rules used on open.
+    decodeConfig(encodeConfig(config), `${root}/config.json`);
+    try {
+      await fs.mkdir(root, { recursive: true, mode: 0o700 });
+      await fs.chmod(root, 0o700);
+      for (const d of [layout.packs, layout.snapshots, layout.run]) await fs.mkdir(d, { mode: 0o700 });
+      await fs.mkdir(layout.index, { mode: 0o700 });
+      const index = BlobIndex.open(layout.index, false);
+      await index.close();
+      // config.json last: its presence is what makes the directory a repository.
+      await writeFileAtomic(layout.config, encodeConfig(config), 0o600);
+    } catch (err) {
+      throw fromSystemError(err, `creating repository ${root}`);
+    }
+    return config;
+  }
+
+  static async open(root: string, opts: { readOnly?: boolean } = {}): Promise<Repository> {
+    const layout = new RepoLayout(root);
+    let raw: Buffer;
+    try {
+      raw = await fs.readFile(layout.config);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new SnapfsError('NOT_A_REPOSITORY', `${root}: not a snapfs repository (no config.json)`);
+      throw fromSystemError(err, `reading ${layout.config}`);
+    }
+    const config = decodeConfig(raw, layout.config);
+    if (!(await exists(`${layout.index}/data.mdb`))) {
+      throw new SnapfsError('CORRUPT_DATA', `${root}: the index is missing; run 'snapfs repair index ${root}' to rebuild it from the packs`);
+    }
+    const index = BlobIndex.open(layout.index, opts.readOnly ?? false);
+    return new Repository(layout, config, index, new PackReader(layout));
+  }
+
+  /** Takes the writer lock and returns a writer; the caller must `close` it. */
+  async beginWrite(operation: string): Promise<WriteSession> {
+    const lock = await WriterLock.acquire(this.layout.lock, operation);
+    try {
+      // Unsealed packs of a crashed writer: never referenced, safe to drop under the lock.
+      await fs.rm(this.layout.incoming, { recursive: true, force: true });
+      const pool = new CompressionPool(this.config.compressionLevel);
+      const writer = new BlobWriter(this.layout, this.index, this.hasher, pool, this.config.packTargetBytes);
+      return new WriteSession(lock, pool, writer);
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /** The FastCDC gear table derived from the repository's seed (256 little-endian u64). */
+  gearTable(): Buffer {
+    const seed = BigInt('0x' + this.config.chunker.gearSeed);
+    const table = Buffer.allocUnsafe(256 * 8);
+    const input = Buffer.alloc(4);
+    for (let i = 0; i < 256; i++) {
+      input.writeUInt32LE(i, 0);
+      table.writeBigUInt64LE(xxhash.xxh64(input, seed), i * 8);
+    }
+    return table;
+  }
+
+  async close(): Promise<void> {
+    await this.packReader.close();
+    await this.index.close();
+  }
+}
+
+export class WriteSession {
+  constructor(
+    private readonly lock: WriterLock,
+    private readonly pool: CompressionPool,
+    readonly writer: BlobWriter,
+  ) {}
+
+  async close(): Promise<void> {
+    try {
+      await this.writer.abort();
+      await this.pool.close();
+    } finally {
+      await this.lock.release();
+    }
+  }
+}

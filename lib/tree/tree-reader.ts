@@ -1,0 +1,146 @@
+// Reads directory trees lazily: nodes are decoded on demand and kept in a byte-bounded
+// cache. Lookups in a big directory binary-search the index node, then the one leaf
+// page that can hold the name: never a scan of the whole directory.
+
+import { BlobId, idToHex } from '../format/blob-id.js';
+import { BlobType } from '../format/pack.js';
+import { EntryKind, TreeEntry, TreeNode, compareNames, decodeTreeNode } from '../format/tree.js';
+import { BlobReader } from '../store/blob-store.js';
+import { ByteLru } from '../util/lru.js';
+import { CorruptDataError, SnapfsError } from '../errors.js';
+
+export const DEFAULT_TREE_CACHE_BYTES = 64 * 1024 * 1024;
+
+export class TreeReader {
+  private readonly cache: ByteLru<string, TreeNode>;
+  private readonly loading = new Map<string, Promise<TreeNode>>();
+
+  constructor(private readonly blobs: BlobReader, cacheBytes = DEFAULT_TREE_CACHE_BYTES) {
+    this.cache = new ByteLru(cacheBytes);
+  }
+
+  async node(id: BlobId): Promise<TreeNode> {
+    const key = idToHex(id);
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    let p = this.loading.get(key);
+    if (!p) {
+      p = this.blobs.get(id, BlobType.Tree).then((raw) => {
+        let node: TreeNode;
+        try {
+          node = decodeTreeNode(raw);
+        } catch (err) {
+          throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
+        }
+        // Decoded entries cost a few times their encoded size.
+        this.cache.set(key, node, raw.length * 3 + 256);
+        return node;
+      });
+      this.loading.set(key, p);
+      p.then(() => this.loading.delete(key), () => this.loading.delete(key));
+    }
+    return p;
+  }
+
+  private async leaf(id: BlobId): Promise<TreeEntry[]> {
+    const n = await this.node(id);
+    if (n.kind !== 'leaf') throw new CorruptDataError(`tree ${idToHex(id)}: index node where a page was expected`);
+    return n.entries;
+  }
+
+  async count(dirId: BlobId): Promise<number> {
+    const n = await this.node(dirId);
+    return n.kind === 'leaf' ? n.entries.length : n.total;
+  }
+
+  async lookup(dirId: BlobId, name: Buffer): Promise<TreeEntry | undefined> {
+    const n = await this.node(dirId);
+    let entries: TreeEntry[];
+    if (n.kind === 'leaf') {
+      entries = n.entries;
+    } else {
+      // Last page whose first name <= name.
+      let lo = 0;
+      let hi = n.pages.length - 1;
+      let found = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareNames(n.pages[mid]!.firstName, name) <= 0) {
+          found = mid;
+          lo = mid + 1;
+        } else hi = mid - 1;
+      }
+      if (found < 0) return undefined;
+      entries = await this.leaf(n.pages[found]!.id);
+    }
+    let lo = 0;
+    let hi = entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = compareNames(entries[mid]!.name, name);
+      if (c === 0) return entries[mid];
+      if (c < 0) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
+  }
+
+  /** Entries from position `start` on, in name order, loading one page at a time. */
+  async *entries(dirId: BlobId, start = 0): AsyncGenerator<TreeEntry> {
+    const n = await this.node(dirId);
+    if (n.kind === 'leaf') {
+      for (let i = start; i < n.entries.length; i++) yield n.entries[i]!;
+      return;
+    }
+    let base = 0;
+    for (const page of n.pages) {
+      if (base + page.count > start) {
+        const entries = await this.leaf(page.id);
+        if (entries.length !== page.count) throw new CorruptDataError(`tree ${idToHex(dirId)}: page count mismatch`);
+        for (let i = Math.max(0, start - base); i < entries.length; i++) yield entries[i]!;
+      }
+      base += page.count;
+    }
+  }
+
+  async readAll(dirId: BlobId): Promise<TreeEntry[]> {
+    const out: TreeEntry[] = [];
+    for await (const e of this.entries(dirId)) out.push(e);
+    return out;
+  }
+
+  /** Follows `components` from a root tree. Returns the entry (undefined = the root itself). */
+  async resolve(rootId: BlobId, components: readonly Buffer[], display: string): Promise<{ entry?: TreeEntry; dirId?: BlobId }> {
+    let dirId: BlobId = rootId;
+    let entry: TreeEntry | undefined;
+    for (let i = 0; i < components.length; i++) {
+      if (entry && entry.kind !== EntryKind.Directory) {
+        throw new SnapfsError('NOT_A_DIRECTORY', `${display}: not a directory`);
+      }
+      entry = await this.lookup(dirId, components[i]!);
+      if (!entry) throw new SnapfsError('PATH_NOT_FOUND', `${display}: no such file or directory in the snapshot`);
+      if (entry.subtree) dirId = entry.subtree;
+    }
+    return entry ? { entry, dirId: entry.subtree } : { dirId: rootId };
+  }
+}
+
+/** Splits a path inside a snapshot into name components (raw bytes). */
+export function pathComponents(p: string | Buffer): Buffer[] {
+  const buf = typeof p === 'string' ? Buffer.from(p, 'utf8') : p;
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= buf.length; i++) {
+    if (i === buf.length || buf[i] === 0x2f) {
+      if (i > start) {
+        const c = buf.subarray(start, i);
+        if (!(c.length === 1 && c[0] === 0x2e)) {
+          if (c.length === 2 && c[0] === 0x2e && c[1] === 0x2e) throw new SnapfsError('INVALID_ARGUMENT', `path may not contain '..': ${buf.toString()}`);
+          out.push(c);
+        }
+      }
+      start = i + 1;
+    }
+  }
+  return out;
+}
