@@ -1,3 +1,25 @@
-#include <node_api.h>
-static napi_value Init(napi_env env, napi_value exports) { return exports; }
+#include "common.h"
+
+#define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      FN("cdcCuts", sn_cdc_cuts),
+      FN("dataRegions", sn_data_regions),
+      FN("flock", sn_flock),
+      FN("funlock", sn_funlock),
+      FN("listXattrs", sn_list_xattrs),
+      FN("setXattr", sn_set_xattr),
+      FN("mknod", sn_mknod),
+      FN("utimensNoFollow", sn_utimens_nofollow),
+      FN("scanDir", sn_scan_dir),
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0],
+                             props) != napi_ok) {
+    sn_throw_last(env);
+    return NULL;
+  }
+  return exports;
+}
+
 NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,198 @@
+/**
+ * Typed loader for the snapfs N-API addon (native/src/*.c).
+ *
+ * Paths are raw bytes: file names on Linux need not be UTF-8, so every path
+ * parameter takes a Buffer (a string is encoded as UTF-8). Failing syscalls
+ * throw Node-style errors: `code` ('ENOENT', ...), `errno` (negative, like
+ * Node's fs), `syscall` and, for path calls, `path`. Bad arguments throw
+ * TypeError.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type PathLike = Buffer | string;
+
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+export interface ScannedEntry {
+  name: Buffer;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  ino: bigint;
+  size: number;
+  /** 512-byte units */
+  blocks: number;
+  rdev: number;
+  dev: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  /** errno of the entry's lstat (0 = ok); on failure the other fields are 0 */
+  errno: number;
+}
+
+interface Binding {
+  cdcCuts(data: Uint8Array, start: number, end: number, eof: boolean, gear: Uint8Array,
+    minSize: number, avgSize: number, maxSize: number): Uint32Array;
+  dataRegions(fd: number, size: number): number[];
+  flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean;
+  funlock(fd: number): void;
+  listXattrs(path: PathLike): Array<[Buffer, Buffer]>;
+  setXattr(path: PathLike, name: PathLike, value: Uint8Array): void;
+  mknod(path: PathLike, mode: number, rdev: number): void;
+  utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: number,
+    mtimeSec: number, mtimeNsec: number): void;
+  scanDir(path: PathLike): Promise<Buffer>;
+}
+
+/** Directory of the snapfs package, found by walking up from this module (it
+ * runs both from lib/ via ts tooling and from dist/lib/ after tsc). */
+export function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'snapfs') return dir;
+      } catch {
+        // unreadable or invalid package.json: keep walking
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`snapfs: cannot find project root above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+let binding: Binding | undefined;
+
+/** Loaded lazily so modules importing this one work without the addon until
+ * a native function is actually called. */
+function native(): Binding {
+  if (binding) return binding;
+  const file = join(projectRoot(), 'native', 'build', 'Release', 'snapfs_native.node');
+  try {
+    binding = createRequire(import.meta.url)(file) as Binding;
+  } catch (err) {
+    throw new Error(`snapfs: cannot load native addon ${file} (build it with \`npm install\` ` +
+      `or \`npx node-gyp rebuild --directory native\`): ${(err as Error).message}`, { cause: err });
+  }
+  return binding;
+}
+
+const toBuf = (p: PathLike): Buffer => (typeof p === 'string' ? Buffer.from(p) : p);
+
+/**
+ * FastCDC cut points for data[start, end): absolute, exclusive end offsets of
+ * consecutive chunks beginning at `start`. Without `eof`, an unfinished tail
+ * (after the last returned cut, or `start` if none) is left for the caller to
+ * pass again with more data; results do not depend on how input is split.
+ * `gear` is 256 little-endian u64 (2048 bytes); avgSize must be a power of two
+ * and minSize <= avgSize <= maxSize. data must be < 4 GiB.
+ */
+export function cdcCuts(data: Uint8Array, start: number, end: number, eof: boolean, gear: Uint8Array,
+  minSize: number, avgSize: number, maxSize: number): Uint32Array {
+  return native().cdcCuts(data, start, end, eof, gear, minSize, avgSize, maxSize);
+}
+
+/** Data (non-hole) regions of an open file as flat [start0, end0, start1, end1, ...],
+ * clamped to `size`. Filesystems without SEEK_DATA give [0, size]. The fd's
+ * file offset is preserved. */
+export function dataRegions(fd: number, size: number): number[] {
+  return native().dataRegions(fd, size);
+}
+
+/** flock(2). Returns false only when nonBlocking and the lock is held elsewhere.
+ * A blocking call blocks the whole JS thread until the lock is granted. */
+export function flock(fd: number, exclusive: boolean, nonBlocking: boolean): boolean {
+  return native().flock(fd, exclusive, nonBlocking);
+}
+
+export function funlock(fd: number): void {
+  native().funlock(fd);
+}
+
+/** All extended attributes [name, value] of path, not following symlinks.
+ * Filesystems without xattr support give []. */
+export function listXattrs(path: PathLike): Array<[Buffer, Buffer]> {
+  return native().listXattrs(toBuf(path));
+}
+
+/** lsetxattr(2) (create or replace). */
+export function setXattr(path: PathLike, name: PathLike, value: Uint8Array): void {
+  native().setXattr(toBuf(path), toBuf(name), value);
+}
+
+/** mknod(2): mode includes the file type bits (S_IFIFO, S_IFCHR, ...); the
+ * permission bits are subject to the umask. rdev is the raw dev_t as in
+ * stat's rdev. */
+export function mknod(path: PathLike, mode: number, rdev: number): void {
+  native().mknod(toBuf(path), mode, rdev);
+}
+
+/** utimensat(AT_FDCWD, path, [atime, mtime], AT_SYMLINK_NOFOLLOW). Seconds
+ * may be negative; nanoseconds are in [0, 1e9). */
+export function utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: number,
+  mtimeSec: number, mtimeNsec: number): void {
+  native().utimensNoFollow(toBuf(path), atimeSec, atimeNsec, mtimeSec, mtimeNsec);
+}
+
+/** Reads a directory and lstats every entry (except . and ..) on the libuv
+ * threadpool; resolves to packed records, see decodeScan. Entries come in
+ * readdir order. */
+export async function scanDir(path: PathLike): Promise<Buffer> {
+  // async so argument errors reject like the I/O errors do
+  return native().scanDir(toBuf(path));
+}
+
+/** Size of a scanDir record without its name bytes. */
+const FIXED = 2 + 4 * 4 + 5 * 8 + 3 * 12 + 4;
+
+const NS = 1_000_000_000n;
+const U32 = 0x1_0000_0000;
+
+/** Decodes scanDir's packed records. Names are copies, not views, so the big
+ * scan buffer is not kept alive by them. */
+export function decodeScan(buf: Buffer): ScannedEntry[] {
+  const out: ScannedEntry[] = [];
+  // u64 read as two u32 halves: faster than BigInt, exact below 2^53
+  const u64 = (o: number): number => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * U32;
+  const time = (o: number): bigint => {
+    const sec = buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * U32;
+    return BigInt(sec) * NS + BigInt(buf.readUInt32LE(o + 8));
+  };
+  let p = 0;
+  while (p < buf.length) {
+    if (p + 2 > buf.length) throw new RangeError('decodeScan: truncated record');
+    const nameLen = buf.readUInt16LE(p);
+    if (p + FIXED + nameLen > buf.length) throw new RangeError('decodeScan: truncated record');
+    const q = p + 2 + nameLen;
+    out.push({
+      name: Buffer.from(buf.subarray(p + 2, q)),
+      mode: buf.readUInt32LE(q),
+      uid: buf.readUInt32LE(q + 4),
+      gid: buf.readUInt32LE(q + 8),
+      nlink: buf.readUInt32LE(q + 12),
+      ino: buf.readBigUInt64LE(q + 16),
+      size: u64(q + 24),
+      blocks: u64(q + 32),
+      rdev: u64(q + 40),
+      dev: u64(q + 48),
+      atimeNs: time(q + 56),
+      mtimeNs: time(q + 68),
+      ctimeNs: time(q + 80),
+      errno: buf.readInt32LE(q + 92),
+    });
+    p += FIXED + nameLen;
+  }
+  return out;
+}

@@ -1,0 +1,176 @@
+/* Asynchronous readdir + lstat of every entry, packed into one Buffer so a
+ * directory costs one threadpool job instead of one per entry. */
+#include "common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Per record: u16 nameLen, name, then this many bytes of fixed fields. */
+#define FIXED_LEN (4 * 4 + 5 * 8 + 3 * 12 + 4)
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *path;
+  uint8_t *buf;
+  size_t len, cap;
+  int err;
+} scan_job;
+
+static bool reserve(scan_job *j, size_t need) {
+  if (j->cap - j->len >= need) return true;
+  size_t cap = j->cap ? j->cap : 64 * 1024;
+  while (cap - j->len < need) cap *= 2;
+  uint8_t *nb = realloc(j->buf, cap);
+  if (!nb) return false;
+  j->buf = nb;
+  j->cap = cap;
+  return true;
+}
+
+static void put_record(uint8_t *p, const char *name, size_t nlen,
+                       const struct stat *st, int serr) {
+  sn_put16(p, (uint16_t)nlen);
+  memcpy(p + 2, name, nlen);
+  p += 2 + nlen;
+  sn_put32(p, (uint32_t)st->st_mode);
+  sn_put32(p + 4, (uint32_t)st->st_uid);
+  sn_put32(p + 8, (uint32_t)st->st_gid);
+  sn_put32(p + 12, (uint32_t)st->st_nlink);
+  sn_put64(p + 16, (uint64_t)st->st_ino);
+  sn_put64(p + 24, (uint64_t)st->st_size);
+  sn_put64(p + 32, (uint64_t)st->st_blocks);
+  sn_put64(p + 40, (uint64_t)st->st_rdev);
+  sn_put64(p + 48, (uint64_t)st->st_dev);
+  sn_put64(p + 56, (uint64_t)(int64_t)st->st_atim.tv_sec);
+  sn_put32(p + 64, (uint32_t)st->st_atim.tv_nsec);
+  sn_put64(p + 68, (uint64_t)(int64_t)st->st_mtim.tv_sec);
+  sn_put32(p + 76, (uint32_t)st->st_mtim.tv_nsec);
+  sn_put64(p + 80, (uint64_t)(int64_t)st->st_ctim.tv_sec);
+  sn_put32(p + 88, (uint32_t)st->st_ctim.tv_nsec);
+  sn_put32(p + 92, (uint32_t)(int32_t)serr);
+}
+
+/* Threadpool side: no napi calls allowed here. */
+static void scan_execute(napi_env env, void *data) {
+  (void)env;
+  scan_job *j = data;
+  int fd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    j->err = errno;
+    return;
+  }
+  DIR *dir = fdopendir(fd);
+  if (!dir) {
+    j->err = errno;
+    close(fd);
+    return;
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(dir);
+    if (!de) {
+      j->err = errno;
+      break;
+    }
+    const char *name = de->d_name;
+    if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+      continue;
+    size_t nlen = strlen(name);
+    struct stat st;
+    int serr = 0;
+    if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      serr = errno;
+      memset(&st, 0, sizeof st);
+    }
+    if (nlen > UINT16_MAX || !reserve(j, 2 + nlen + FIXED_LEN)) {
+      j->err = ENOMEM;
+      break;
+    }
+    put_record(j->buf + j->len, name, nlen, &st, serr);
+    j->len += 2 + nlen + FIXED_LEN;
+  }
+  closedir(dir);
+}
+
+static void free_job(scan_job *j) {
+  free(j->path);
+  free(j->buf);
+  free(j);
+}
+
+static void finalize_buf(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static void scan_complete(napi_env env, napi_status status, void *data) {
+  scan_job *j = data;
+  napi_value result = NULL;
+  bool ok = false;
+  if (status != napi_ok) {
+    napi_value msg;
+    if (napi_create_string_utf8(env, "scandir: job cancelled", NAPI_AUTO_LENGTH,
+                                &msg) == napi_ok)
+      napi_create_error(env, NULL, msg, &result);
+  } else if (j->err) {
+    result = sn_errno_error(env, j->err, "scandir", j->path);
+  } else if (j->len > 0 &&
+             napi_create_external_buffer(env, j->len, j->buf, finalize_buf, NULL,
+                                         &result) == napi_ok) {
+    j->buf = NULL; /* now owned by the Buffer */
+    ok = true;
+  } else {
+    /* Empty result, or a runtime that forbids external buffers: copy. */
+    void *ignored;
+    ok = napi_create_buffer_copy(env, j->len, j->buf, &ignored, &result) == napi_ok;
+  }
+  if (!result) {
+    napi_value msg;
+    napi_create_string_utf8(env, "scandir: failed to build result",
+                            NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    ok = false;
+  }
+  if (ok)
+    napi_resolve_deferred(env, j->deferred, result);
+  else
+    napi_reject_deferred(env, j->deferred, result);
+  napi_delete_async_work(env, j->work);
+  free_job(j);
+}
+
+napi_value sn_scan_dir(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise, name;
+  scan_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, NULL, "scanDir: out of memory");
+    return NULL;
+  }
+  if (!sn_get_args(env, info, 1, argv, "scanDir") ||
+      !sn_get_cstr(env, argv[0], "scanDir: path", &j->path)) {
+    free_job(j);
+    return NULL;
+  }
+  if (napi_create_string_utf8(env, "snapfs.scanDir", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j,
+                             &j->work) != napi_ok) {
+    free_job(j);
+    sn_throw_last(env);
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    free_job(j);
+    sn_throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
