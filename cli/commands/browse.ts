@@ -38,6 +38,8 @@ function entryJson(e: TreeEntry): Record<string, unknown> {
     size: e.size,
     mtimeNs: e.mtimeNs.toString(),
     nlink: e.nlink,
+    inode: e.inode.toString(),
+    since: e.since,
     ...(e.target ? { target: e.target.toString('utf8') } : {}),
   };
 }

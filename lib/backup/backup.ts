@@ -60,7 +60,7 @@ const SUBDIR_CONCURRENCY = 4;
 function emptyStats(): SnapshotStats {
   return {
     files: 0, directories: 0, otherEntries: 0, filesNew: 0, filesChanged: 0, filesUnchanged: 0, filesOpened: 0,
-    filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
+    filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
   };
 }
 

@@ -18,6 +18,7 @@ export interface SnapshotStats {
   bytesTotal: number;
   bytesRead: number;
   blobsAdded: number;
+  dataBlobsAdded: number;
   bytesAddedRaw: number;
   bytesAddedStored: number;
   durationMs: number;

@@ -273,7 +273,8 @@ export function paginate(entries: readonly TreeEntry[]): Array<{ firstName: Buff
   const flush = (end: number): void => {
     const body = w.finish();
     const header = new BinaryWriter(16).u8(TREE_FORMAT_VERSION).u8(NODE_LEAF).varint(end - start).finish();
-    pages.push({ firstName: entries[start]!.name, count: end - start, bytes: Buffer.concat([header, body]) });
+    const firstName = start < entries.length ? entries[start]!.name : Buffer.alloc(0); // empty directory
+    pages.push({ firstName, count: end - start, bytes: Buffer.concat([header, body]) });
     start = end;
     w = new BinaryWriter(PAGE_MIN_BYTES * 2);
   };

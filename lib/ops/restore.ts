@@ -56,7 +56,8 @@ export async function restore(repo: Repository, snap: SnapshotRecord, target: st
     } as TreeEntry);
   } else {
     const { entry } = await trees.resolve(rootId, components, `${snap.source}@${snap.name}:${opts.subPath}`);
-    await r.entry(entry!, Buffer.from(targetAbs));
+    // Like cp: restoring users/bob creates TARGET/bob.
+    await r.entry(entry!, Buffer.concat([Buffer.from(targetAbs + '/'), entry!.name]));
   }
   return stats;
 }

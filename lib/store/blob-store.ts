@@ -66,6 +66,8 @@ export class BlobReader {
 
 export interface WriteStats {
   blobsAdded: number;
+  /** File-content chunks among blobsAdded (the rest are tree pages). */
+  dataBlobsAdded: number;
   bytesAddedRaw: number;
   bytesAddedStored: number;
 }
@@ -73,7 +75,7 @@ export interface WriteStats {
 const MAX_IN_FLIGHT_BYTES = 96 * 1024 * 1024;
 
 export class BlobWriter {
-  readonly stats: WriteStats = { blobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0 };
+  readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0 };
   /** Ids being compressed or sitting in unsealed packs: present for dedup purposes. */
   private readonly pending = new Set<string>();
   private readonly current = new Map<BlobType, PackWriter>();
@@ -132,6 +134,7 @@ export class BlobWriter {
         stored,
       });
       this.stats.blobsAdded++;
+      if (type === BlobType.Data) this.stats.dataBlobsAdded++;
       this.stats.bytesAddedRaw += raw.length;
       this.stats.bytesAddedStored += stored.length + BLOB_HEADER_BYTES;
       return { id, added: true };
