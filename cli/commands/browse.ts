@@ -66,7 +66,12 @@ export function register(y: Argv): Argv {
     .command(
       'ls <repo> <spec>',
       'list a directory of a snapshot (SOURCE@SNAP[:PATH])',
-      (a) => a.positional('repo', { type: 'string', demandOption: true }).positional('spec', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+      (a) =>
+        a
+          .positional('repo', { type: 'string', demandOption: true })
+          .positional('spec', { type: 'string', demandOption: true })
+          .option('recursive', { alias: 'R', type: 'boolean', default: false, describe: 'list subdirectories too (names become paths)' })
+          .option('json', { type: 'boolean', default: false }),
       async (argv) => {
         const out = new Output({ json: argv.json });
         const spec = parseSnapshotSpec(argv.spec);
@@ -75,7 +80,14 @@ export function register(y: Argv): Argv {
           const trees = new TreeReader(repo.blobs);
           const { entry, dirId } = await trees.resolve(idFromHex(snap.root), pathComponents(spec.path ?? ''), argv.spec);
           const list: TreeEntry[] = [];
-          if (dirId) for await (const e of trees.entries(dirId)) list.push(e);
+          const walk = async (id: Buffer, prefix: Buffer): Promise<void> => {
+            for await (const e of trees.entries(id)) {
+              const named = prefix.length ? { ...e, name: Buffer.concat([prefix, e.name]) } : e;
+              list.push(named);
+              if (argv.recursive && e.subtree) await walk(e.subtree, Buffer.concat([named.name, Buffer.from('/')]));
+            }
+          };
+          if (dirId) await walk(dirId, Buffer.alloc(0));
           else list.push(entry!);
           for (const e of list) {
             const when = new Date(Number(e.mtimeNs / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
