@@ -51,17 +51,27 @@ export class BlobReader {
   }
 
   private decode(id: BlobId, loc: BlobLocation, stored: Buffer, type?: BlobType): Buffer {
-    const what = `blob ${idToHex(id)} in pack ${idToHex(loc.pack)}`;
-    const header = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, what);
-    if (!header.id.equals(id) || header.storedLength !== loc.storedLength || header.rawLength !== loc.rawLength) {
-      throw new CorruptDataError(`${what}: header does not match the index`);
-    }
-    if (type !== undefined && header.type !== type) throw new CorruptDataError(`${what}: expected type ${type}, found ${header.type}`);
-    const body = stored.subarray(BLOB_HEADER_BYTES);
-    const raw = header.compression === Compression.Zstd ? decompressExact(body, header.rawLength, what) : body;
-    if (!this.hasher.matches(id, raw)) throw new CorruptDataError(`${what}: content does not match its id`);
-    return raw;
+    return decodeStoredBlob(this.hasher, id, loc, stored, type);
   }
+}
+
+/**
+ * Verifies one stored blob (its 32-byte header followed by the stored bytes, as read from
+ * `loc`) and returns its raw bytes: header checksum and fields, decompression, keyed id.
+ * Shared by reads, check --read-data and prune's repacking.
+ */
+export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType): Buffer {
+  const what = `blob ${idToHex(id)} in pack ${idToHex(loc.pack)}`;
+  const header = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, what);
+  if (!header.id.equals(id) || header.storedLength !== loc.storedLength || header.rawLength !== loc.rawLength) {
+    throw new CorruptDataError(`${what}: header does not match the index`);
+  }
+  if (type !== undefined && header.type !== type) throw new CorruptDataError(`${what}: expected type ${type}, found ${header.type}`);
+  const body = stored.subarray(BLOB_HEADER_BYTES);
+  if (body.length !== header.storedLength) throw new CorruptDataError(`${what}: truncated`);
+  const raw = header.compression === Compression.Zstd ? decompressExact(body, header.rawLength, what) : body;
+  if (!hasher.matches(id, raw)) throw new CorruptDataError(`${what}: content does not match its id`);
+  return raw;
 }
 
 export interface WriteStats {

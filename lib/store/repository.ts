@@ -82,7 +82,11 @@ export class Repository {
     return config;
   }
 
-  static async open(root: string, opts: { readOnly?: boolean } = {}): Promise<Repository> {
+  /**
+   * Reads and validates config.json only: for tools that must work without the index
+   * (repair index rebuilds it from the packs).
+   */
+  static async loadConfig(root: string): Promise<{ layout: RepoLayout; config: RepoConfig }> {
     const layout = new RepoLayout(root);
     let raw: Buffer;
     try {
@@ -92,7 +96,11 @@ export class Repository {
       if (code === 'ENOENT' || code === 'ENOTDIR') throw new SnapfsError('NOT_A_REPOSITORY', `${root}: not a snapfs repository (no config.json)`);
       throw fromSystemError(err, `reading ${layout.config}`);
     }
-    const config = decodeConfig(raw, layout.config);
+    return { layout, config: decodeConfig(raw, layout.config) };
+  }
+
+  static async open(root: string, opts: { readOnly?: boolean } = {}): Promise<Repository> {
+    const { layout, config } = await Repository.loadConfig(root);
     if (!(await exists(`${layout.index}/data.mdb`))) {
       throw new SnapfsError('CORRUPT_DATA', `${root}: the index is missing; run 'snapfs repair index ${root}' to rebuild it from the packs`);
     }
@@ -100,12 +108,25 @@ export class Repository {
     return new Repository(layout, config, index, new PackReader(layout));
   }
 
+  /**
+   * Takes the writer lock for an operation that writes packs or removes anything, and
+   * drops the unsealed packs a crashed writer left (never referenced, safe under the lock).
+   */
+  static async lockWriter(layout: RepoLayout, operation: string): Promise<WriterLock> {
+    const lock = await WriterLock.acquire(layout.lock, operation);
+    try {
+      await fs.rm(layout.incoming, { recursive: true, force: true });
+    } catch (err) {
+      await lock.release();
+      throw fromSystemError(err, `cleaning ${layout.incoming}`);
+    }
+    return lock;
+  }
+
   /** Takes the writer lock and returns a writer; the caller must `close` it. */
   async beginWrite(operation: string): Promise<WriteSession> {
-    const lock = await WriterLock.acquire(this.layout.lock, operation);
+    const lock = await Repository.lockWriter(this.layout, operation);
     try {
-      // Unsealed packs of a crashed writer: never referenced, safe to drop under the lock.
-      await fs.rm(this.layout.incoming, { recursive: true, force: true });
       const pool = new CompressionPool(this.config.compressionLevel);
       const writer = new BlobWriter(this.layout, this.index, this.hasher, pool, this.config.packTargetBytes);
       return new WriteSession(lock, pool, writer);
