@@ -1,0 +1,132 @@
+// Prune through the real CLI: space comes back, the kept snapshot stays byte-identical,
+// and SIGKILL at random moments never leaves a repository that check rejects.
+
+import t from 'tap';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { runProcess, runSnapfs, spawnSnapfs, tmpDir } from './helpers/cli.js';
+import { assertTreesEqual } from './helpers/tree-compare.js';
+import { XorShift32 } from './helpers/tree-gen.js';
+import { buildHistory, initRepo, packBytes } from './helpers/history.js';
+
+async function restoreAndCompare(t: any, repo: string, spec: string, expected: string, out: string): Promise<void> {
+  await runSnapfs(['restore', repo, spec, out]);
+  await assertTreesEqual(t, expected, out, undefined, `${spec} restores identical`);
+  await fsp.rm(out, { recursive: true, force: true });
+}
+
+t.test('forget all but the newest of 5 backups, prune: size of a fresh repository, identical restore', async (t) => {
+  const base = await tmpDir(t, 'snapfs-prune');
+  const h = await buildHistory(base, { backups: 5, files: 300, bigFiles: 12, seed: 7 });
+  const before = await packBytes(h.repo);
+
+  await runSnapfs(['forget', h.repo, '--keep-last', '1']);
+  t.equal(await packBytes(h.repo), before, 'forget alone frees nothing');
+
+  const dry = await runSnapfs(['prune', h.repo, '--dry-run', '--json']);
+  t.equal(dry.json.dryRun, true);
+  t.ok(dry.json.packs.deleted + dry.json.packs.repacked > 0, 'dry run finds work');
+  t.equal(await packBytes(h.repo), before, 'dry run changes nothing');
+
+  const r = await runSnapfs(['prune', h.repo, '--json']);
+  t.equal(r.json.snapshots, 1);
+  t.ok(r.json.bytes.freed > 0);
+  const after = await packBytes(h.repo);
+  t.equal(after, r.json.bytes.after, 'reported size is the size on disk');
+
+  const fresh = join(base, 'fresh');
+  await initRepo(fresh);
+  await runSnapfs(['backup', fresh, h.src, '--source', 'data']);
+  const freshBytes = await packBytes(fresh);
+  t.comment(`packs: ${before} before, ${after} after prune, ${freshBytes} in a fresh repository`);
+  t.ok(after <= freshBytes * 1.1, `pruned repository (${after}) within 10% of a fresh one (${freshBytes})`);
+  t.ok(after >= freshBytes * 0.9, 'and not suspiciously smaller');
+
+  await restoreAndCompare(t, h.repo, `data@${h.snapshots[4]!.name}`, h.src, join(base, 'out'));
+  const check = await runSnapfs(['check', h.repo, '--read-data', '--json']);
+  t.equal(check.json.ok, true);
+
+  const again = await runSnapfs(['prune', h.repo, '--json']);
+  t.equal(again.json.packs.deleted + again.json.packs.repacked + again.json.packs.unreferenced, 0, 'a second prune has nothing to do');
+});
+
+t.test('prune killed at random moments leaves a valid repository', async (t) => {
+  const base = await tmpDir(t, 'snapfs-prune-kill');
+  const h = await buildHistory(base, { backups: 5, files: 400, bigFiles: 30, seed: 11 });
+  await runSnapfs(['forget', h.repo, '--keep-last', '1']);
+  const kept = `data@${h.snapshots[4]!.name}`;
+
+  // How long a whole prune takes, and how much of it is starting node.
+  const timeIt = async (args: string[]): Promise<number> => {
+    const t0 = Date.now();
+    await runSnapfs(args);
+    return Date.now() - t0;
+  };
+  const probe = join(base, 'probe');
+  await runProcess('cp', ['-a', h.repo, probe]);
+  const full = await timeIt(['prune', probe]);
+  const startup = await timeIt(['--version']);
+  t.comment(`a full prune takes ${full} ms, of which about ${startup} ms is start-up`);
+
+  const rng = new XorShift32(2026);
+  let killed = 0;
+  let midway = 0;
+  const iterations = 12;
+  for (let i = 0; i < iterations; i++) {
+    const repo = join(base, `kill-${i}`);
+    await runProcess('cp', ['-a', h.repo, repo]);
+    // Mostly inside the work itself, sometimes in start-up or past the end.
+    const delay = Math.round(startup * 0.8 + (rng.next() / 2 ** 32) * (full - startup * 0.8) * 1.1);
+    const child = spawnSnapfs(['prune', repo]);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.on('exit', (code, signal) => resolve({ code, signal })),
+    );
+    const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+    const { code, signal } = await exited;
+    clearTimeout(timer);
+    if (signal === 'SIGKILL') killed++;
+    else t.equal(code, 0, `iteration ${i}: prune finished before the kill at ${delay} ms: ${child.output().stderr}`);
+
+    const check = await runSnapfs(['check', repo, '--read-data', '--json'], { allowFail: true });
+    t.equal(check.code, 0, `iteration ${i} (kill after ${delay} ms, ${signal ?? 'exit ' + code}): check --read-data accepts the repository`);
+    if (check.code !== 0) t.comment(check.stdout);
+    // Unreferenced packs: killed between sealing new packs and unlinking old ones.
+    if (check.json?.notes?.length) midway++;
+    await restoreAndCompare(t, repo, kept, h.src, join(base, `out-${i}`));
+
+    // The next prune cleans up whatever the killed one left.
+    await runSnapfs(['prune', repo]);
+    const recheck = await runSnapfs(['check', repo, '--read-data', '--json'], { allowFail: true });
+    t.equal(recheck.code, 0, `iteration ${i}: valid after a complete prune`);
+    t.same(recheck.json.notes, [], `iteration ${i}: nothing unreferenced left`);
+    await fsp.rm(repo, { recursive: true, force: true });
+  }
+  t.comment(`${killed} of ${iterations} prunes were killed before they finished, ${midway} of them in the middle of the sweep`);
+  t.ok(killed >= iterations / 2, 'most iterations really were interrupted');
+});
+
+t.test('prune refuses to run when a snapshot tree cannot be read', async (t) => {
+  const base = await tmpDir(t, 'snapfs-prune-refuse');
+  const h = await buildHistory(base, { backups: 2, files: 20, bigFiles: 1, seed: 3 });
+  // Lose every tree pack: what the snapshots reference can no longer be known.
+  const check = await runSnapfs(['check', h.repo, '--json']);
+  t.equal(check.json.ok, true);
+  const { readPackTrailer } = await import('../lib/store/pack-files.js');
+  let removed = 0;
+  for (const d of await fsp.readdir(join(h.repo, 'packs'))) {
+    if (!/^[0-9a-f]{2}$/.test(d)) continue;
+    for (const f of await fsp.readdir(join(h.repo, 'packs', d))) {
+      const file = join(h.repo, 'packs', d, f);
+      if ((await readPackTrailer(file)).blobs.every((b) => b.type === 2)) {
+        await fsp.rm(file);
+        removed++;
+      }
+    }
+  }
+  t.ok(removed > 0);
+  const before = await packBytes(h.repo);
+  const r = await runSnapfs(['prune', h.repo], { allowFail: true });
+  t.equal(r.code, 15);
+  t.match(r.stderr, /prune refused: .*cannot be read/);
+  t.equal(await packBytes(h.repo), before, 'nothing deleted');
+});
