@@ -1,0 +1,37 @@
+import type { Argv } from 'yargs';
+import { Output, formatBytes, formatDuration } from '../output.js';
+import { ProgressLine } from '../progress.js';
+import { EXIT_PARTIAL } from '../exit-codes.js';
+import { repairIndex } from '../../lib/ops/repair-index.js';
+
+export function register(y: Argv): Argv {
+  return y.command('repair', 'rebuild damaged repository structures', (a) =>
+    a
+      .command(
+        'index <repo>',
+        'rebuild the index from the pack files alone (after index/ was lost or damaged); unmount first',
+        (b) => b.positional('repo', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+        async (argv) => {
+          const out = new Output({ json: argv.json });
+          const bar = new ProgressLine();
+          const result = await repairIndex(argv.repo, { onProgress: (p) => out.progress(bar.line('reading packs', p.done, p.total, p.unit)) });
+          out.clearProgress();
+          for (const d of result.damaged) {
+            out.warn(
+              `pack ${d.pack}: ${d.error}; scanned its blobs: recovered ${d.recoveredBlobs} (${formatBytes(d.recoveredBytes)})` +
+                `${d.salvagedInto.length ? ` into new pack(s) ${d.salvagedInto.join(', ')}` : ''}, ${formatBytes(d.unreadableBytes)} unreadable; damaged file kept as ${d.keptAs}`,
+            );
+          }
+          out.info(
+            `index rebuilt from ${result.packs} packs: ${result.blobs} blobs` +
+              `${result.duplicates ? `, ${result.duplicates} duplicate copies ignored` : ''}` +
+              `${result.damaged.length ? `, ${result.damaged.length} damaged pack(s)` : ''} in ${formatDuration(result.durationMs)}`,
+          );
+          if (result.damaged.length) out.info(`run 'snapfs check ${argv.repo}' to see which snapshots and files lost data`);
+          out.json(result);
+          if (result.damaged.length) process.exitCode = EXIT_PARTIAL;
+        },
+      )
+      .demandCommand(1, "name what to repair: 'snapfs repair index REPO'"),
+  );
+}
