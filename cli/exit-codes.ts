@@ -23,5 +23,7 @@ export const EXIT_BY_CODE: Record<ErrorCode, number> = {
   NO_SPACE: 16,
   UNSAFE_PATH: 17,
   IO_ERROR: 18,
+  READ_ONLY: 18,
+  STALE_HANDLE: 18,
   INTERRUPTED: 130,
 };

@@ -9,8 +9,9 @@ import * as backupCmd from './commands/backup.js';
 import * as browse from './commands/browse.js';
 import * as restoreCmd from './commands/restore.js';
 import * as stats from './commands/stats.js';
+import * as mountCmd from './commands/mount.js';
 
-const commands = [init, backupCmd, browse, restoreCmd, stats];
+const commands = [init, backupCmd, browse, restoreCmd, stats, mountCmd];
 
 async function main(): Promise<void> {
   const args = hideBin(process.argv);

@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'NO_SPACE'             // ENOSPC or EDQUOT while writing
   | 'UNSAFE_PATH'          // restore refused to write outside its target
   | 'IO_ERROR'             // other operating-system errors
+  | 'READ_ONLY'            // a write to the read-only mount
+  | 'STALE_HANDLE'         // a mount node or file handle that is no longer known
   | 'INTERRUPTED';         // stopped by a signal
 
 export class SnapfsError extends Error {

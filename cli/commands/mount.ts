@@ -1,0 +1,226 @@
+// snapfs mount / umount: the read-only FUSE view of every snapshot.
+//
+// Without --foreground, `mount` starts itself again as a detached process that serves the
+// mount (with --foreground), waits until that process reports over an IPC channel that
+// the kernel has the mount (or why it failed), and returns. The serving process keeps a
+// pid file in REPO/run/ and a log next to it.
+import type { Argv } from 'yargs';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Repository } from '../../lib/store/repository.js';
+import { Vfs } from '../../lib/read/vfs.js';
+import { MountedFs, canonicalMountPoint, findMount, prepareMountPoint, unmountPath } from '../../lib/fuse/mount.js';
+import { SnapfsError, ErrorCode } from '../../lib/errors.js';
+import { Output } from '../output.js';
+
+const DAEMON_ENV = 'SNAPFS_MOUNT_DAEMON';
+const READY_TIMEOUT_MS = 120_000;
+
+interface MountArgs {
+  repo: string;
+  mnt: string;
+  'allow-other': boolean;
+  foreground: boolean;
+  nfs: boolean;
+  json: boolean;
+  debug: boolean;
+}
+
+interface ReadyInfo {
+  mountpoint: string;
+  repository: string;
+  pid: number;
+  pidFile: string;
+  options: string[];
+  log?: string;
+}
+
+type DaemonMessage = { type: 'ready'; info: ReadyInfo } | { type: 'error'; code: ErrorCode | 'INTERNAL'; message: string };
+
+/** Run-dir file names for a mount point: readable, and unique per path. */
+function runFileBase(mnt: string): string {
+  const tag = path.basename(mnt).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40) || 'root';
+  return `mount-${tag}-${createHash('sha256').update(mnt).digest('hex').slice(0, 12)}`;
+}
+
+function timestamp(): string {
+  return new Date().toISOString();
+}
+
+export function register(y: Argv): Argv {
+  return y
+    .command(
+      'mount <repo> <mnt>',
+      'show every snapshot as read-only files under MNT (FUSE)',
+      (a) =>
+        a
+          .positional('repo', { type: 'string', demandOption: true })
+          .positional('mnt', { type: 'string', demandOption: true, describe: 'mount point: an existing empty directory' })
+          .option('allow-other', { type: 'boolean', default: false, describe: 'let other users in (each file\'s stored mode, uid and gid still apply)' })
+          .option('foreground', { type: 'boolean', default: false, describe: 'serve from this process until Ctrl-C / SIGTERM / unmount' })
+          .option('nfs', { type: 'boolean', default: false, describe: 'for re-export over NFS: keep node ids valid (noforget; see docs/mount.md)' })
+          .option('json', { type: 'boolean', default: false })
+          .option('debug', { type: 'boolean', default: false, hidden: true }),
+      async (argv) => {
+        const args = argv as unknown as MountArgs;
+        if (args.foreground) await serve(args);
+        else await startDaemon(args);
+      },
+    )
+    .command(
+      'umount <mnt>',
+      'unmount a snapfs mount (its serving process then exits)',
+      (a) => a.positional('mnt', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+      async (argv) => {
+        const out = new Output({ json: argv.json });
+        const mnt = await canonicalMountPoint(argv.mnt);
+        const m = await findMount(mnt);
+        if (!m) throw new SnapfsError('INVALID_ARGUMENT', `${mnt} is not mounted`);
+        if (m.fsType !== 'fuse.snapfs') throw new SnapfsError('INVALID_ARGUMENT', `${mnt} is not a snapfs mount (it is ${m.fsType})`);
+        const how = await unmountPath(mnt, true);
+        out.info(how === 'detached' ? `${mnt} was busy: detached; it disappears when the last process using it lets go` : `unmounted ${mnt}`);
+        out.json({ unmounted: mnt, lazy: how === 'detached' });
+      },
+    );
+}
+
+/** Starts the serving process and returns once the mount is ready. */
+async function startDaemon(args: MountArgs): Promise<void> {
+  const out = new Output({ json: args.json });
+  const repository = path.resolve(args.repo);
+  const mnt = await canonicalMountPoint(args.mnt);
+  // Fail fast, in this process, on what is easy to check.
+  const repo = await Repository.open(repository, { readOnly: true });
+  const runDir = repo.layout.run;
+  await repo.close();
+  await fsp.mkdir(runDir, { recursive: true, mode: 0o700 });
+  const logPath = path.join(runDir, `${runFileBase(mnt)}.log`);
+  const log = await fsp.open(logPath, 'a', 0o600);
+  const cli = fileURLToPath(new URL('../main.js', import.meta.url));
+  const childArgs = [cli, 'mount', repository, mnt, '--foreground'];
+  if (args['allow-other']) childArgs.push('--allow-other');
+  if (args.nfs) childArgs.push('--nfs');
+  if (args.debug) childArgs.push('--debug');
+  const child = spawn(process.execPath, [...process.execArgv, ...childArgs], {
+    detached: true,
+    cwd: '/',
+    stdio: ['ignore', log.fd, log.fd, 'ipc'],
+    env: { ...process.env, [DAEMON_ENV]: '1' },
+  });
+  await log.close();
+  const msg = await new Promise<DaemonMessage>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new SnapfsError('IO_ERROR', `the mount process (pid ${child.pid}) did not report ready within ${READY_TIMEOUT_MS / 1000} s; see ${logPath}`));
+    }, READY_TIMEOUT_MS);
+    child.once('message', (m) => {
+      clearTimeout(timer);
+      resolve(m as DaemonMessage);
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new SnapfsError('IO_ERROR', `cannot start the mount process: ${err.message}`, { cause: err }));
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new SnapfsError('IO_ERROR', `the mount process exited (${signal ?? `code ${code}`}) before the mount was ready; see ${logPath}`));
+    });
+  });
+  child.removeAllListeners('exit');
+  if (child.connected) child.disconnect();
+  child.unref();
+  if (msg.type === 'error') {
+    throw new SnapfsError(msg.code === 'INTERNAL' ? 'IO_ERROR' : msg.code, msg.message);
+  }
+  const info = { ...msg.info, log: logPath };
+  out.info(`mounted ${info.repository} at ${info.mountpoint} (pid ${info.pid}); unmount with 'snapfs umount ${info.mountpoint}'`);
+  out.json({ mounted: info });
+}
+
+/** Serves the mount from this process until a signal or an unmount. */
+async function serve(args: MountArgs): Promise<void> {
+  const out = new Output({ json: args.json });
+  const daemon = process.env[DAEMON_ENV] === '1' && typeof process.send === 'function';
+  const log = (line: string): void => void process.stderr.write(`${timestamp()} snapfs mount: ${line}\n`);
+  const report = (msg: DaemonMessage): Promise<void> =>
+    new Promise((resolve) => {
+      if (!daemon || !process.connected) return resolve();
+      process.send!(msg, undefined, {}, () => {
+        if (process.connected) process.disconnect();
+        resolve();
+      });
+    });
+
+  const repository = path.resolve(args.repo);
+  const mnt = await canonicalMountPoint(args.mnt);
+  let repo: Repository | undefined;
+  let vfs: Vfs | undefined;
+  let mounted: MountedFs;
+  try {
+    repo = await Repository.open(repository, { readOnly: true });
+    const { cleanedStale } = await prepareMountPoint(mnt);
+    if (cleanedStale) log(`cleaned a stale mount at ${mnt} (its server had died)`);
+    vfs = await Vfs.open(repo, { onWarning: log });
+    mounted = await MountedFs.mount(vfs, mnt, { allowOther: args['allow-other'], nfs: args.nfs, log, debug: args.debug });
+  } catch (err) {
+    vfs?.close();
+    await repo?.close().catch(() => undefined);
+    const e = err as Error;
+    await report({ type: 'error', code: err instanceof SnapfsError ? err.code : 'INTERNAL', message: e?.message ?? String(err) });
+    throw err;
+  }
+  vfs.startPolling(1000);
+
+  const pidFile = path.join(repo.layout.run, `${runFileBase(mnt)}.pid`);
+  const info: ReadyInfo = { mountpoint: mnt, repository, pid: process.pid, pidFile, options: mounted.options };
+  try {
+    await fsp.mkdir(repo.layout.run, { recursive: true, mode: 0o700 });
+    await fsp.writeFile(pidFile, JSON.stringify({ ...info, started: timestamp() }) + '\n', { mode: 0o600 });
+  } catch (err) {
+    log(`cannot write pid file ${pidFile}: ${(err as Error).message}`);
+  }
+
+  let stopping = false;
+  const stopped = new Promise<string>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      resolve(sig);
+    };
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+    mounted.waitUntilGone().then(() => resolve('unmounted by someone else'));
+    // A bug must not leave a dead mount behind ("Transport endpoint is not connected").
+    const onCrash = (err: unknown): void => {
+      log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+      process.exitCode = 1;
+      resolve('internal error');
+    };
+    process.on('uncaughtException', onCrash);
+    process.on('unhandledRejection', onCrash);
+  });
+
+  log(`serving ${repository} at ${mnt} (pid ${process.pid}, options ${mounted.options.join(',')})`);
+  if (daemon) await report({ type: 'ready', info });
+  else if (args.json) process.stdout.write(JSON.stringify({ mounted: info }) + '\n');
+  else out.info(`mounted ${repository} at ${mnt}; stop with Ctrl-C or 'snapfs umount ${mnt}'`);
+
+  const reason = await stopped;
+  try {
+    await mounted.unmount();
+  } catch (err) {
+    log(`unmount failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  }
+  vfs.close();
+  await repo.close().catch(() => undefined);
+  await fsp.rm(pidFile, { force: true }).catch(() => undefined);
+  log(`unmounted ${mnt} (${reason})`);
+  if (!daemon) {
+    if (args.json) process.stdout.write(JSON.stringify({ unmounted: { mountpoint: mnt, reason } }) + '\n');
+    else out.info(`unmounted ${mnt}`);
+  }
+  // fuse-native's worker thread may still hold libuv handles: end explicitly.
+  process.exit(process.exitCode ?? 0);
+}

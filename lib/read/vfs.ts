@@ -1,0 +1,698 @@
+// The browsable view of a repository, as an inode-based virtual file system that knows
+// nothing about FUSE: lookup(parent, name), getattr, readdir, readlink, open/read/release,
+// statfs and xattrs. lib/fuse adapts it to fuse-native; a future low-level binding can
+// use it unchanged.
+//
+//   /                              root (node 1)
+//   /<source components>/          synthetic directories; sources nest ("a/b" under "a")
+//   /<source>/<snapshot name>/     one directory per snapshot (SnapshotRecord.name)
+//   /<source>/last                 relative symlink to the newest snapshot's name
+//
+// Two numbers name a node. The node id is the VFS's handle: unique per (snapshot, path),
+// a 64-bit hash of that identity, so it is the same after a remount. The reported inode
+// number (st_ino) follows the metadata rules instead and is deliberately shared: a
+// directory has the same st_ino in every snapshot, an unchanged file too (see docs/mount.md).
+//
+// Memory stays bounded: nodes live in a byte-bounded LRU (a node the kernel still holds
+// can be pinned with ref/forget; the path-based fuse adapter simply resolves the path
+// again), trees are decoded lazily into TreeReader's bounded cache, file chunks into
+// FileReader's, and big directories are read page by page.
+
+import xxhash from '@node-rs/xxhash';
+import { Repository } from '../store/repository.js';
+import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
+import { EntryKind, TreeEntry } from '../format/tree.js';
+import { BlobId, idFromHex } from '../format/blob-id.js';
+import { TreeReader } from '../tree/tree-reader.js';
+import { FileReader, OpenFile } from './file-reader.js';
+import { ByteLru } from '../util/lru.js';
+import { SnapfsError } from '../errors.js';
+
+export const ROOT_ID = 1n;
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+const TYPE_BITS: Record<EntryKind, number> = {
+  [EntryKind.File]: S_IFREG,
+  [EntryKind.Directory]: S_IFDIR,
+  [EntryKind.Symlink]: S_IFLNK,
+  [EntryKind.Fifo]: 0o010000,
+  [EntryKind.CharDevice]: 0o020000,
+  [EntryKind.BlockDevice]: 0o060000,
+  [EntryKind.Socket]: 0o140000,
+};
+
+/** Preferred I/O size reported in st_blksize: one FUSE read request (128 KiB). */
+const BLKSIZE = 128 * 1024;
+const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
+const MASK64 = 0xffffffffffffffffn;
+
+export interface VfsAttr {
+  /** Reported inode number (64-bit; never 0 or 1 except the root, whose is 1). */
+  ino: bigint;
+  /** File type and permission bits, as in st_mode. */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  /** 512-byte blocks allocated (from the source: tells a sparse file). */
+  blocks: number;
+  blksize: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+export interface VfsEntry {
+  /** Node id, to pass to getattr/readdir/open... */
+  id: bigint;
+  attr: VfsAttr;
+}
+
+export interface VfsDirEntry {
+  name: Buffer;
+  /** Reported inode number. */
+  ino: bigint;
+  /** File type bits (S_IFMT part of st_mode). */
+  type: number;
+}
+
+export interface VfsDirPage {
+  entries: VfsDirEntry[];
+  /** Offset to continue from, or undefined at the end. */
+  next: number | undefined;
+}
+
+export interface VfsStatfs {
+  /** Bytes the repository's packs occupy. */
+  bytes: number;
+  /** Number of snapshots shown. */
+  snapshots: number;
+  nameMax: number;
+}
+
+export interface VfsOptions {
+  /** Decoded tree nodes kept in memory; default 32 MiB. */
+  treeCacheBytes?: number;
+  /** Decompressed file chunks kept in memory; default 32 MiB. */
+  chunkCacheBytes?: number;
+  /** Node table size; default 16 MiB. */
+  nodeCacheBytes?: number;
+  /** Chunks read ahead when a file is read sequentially; default 4. */
+  readAheadChunks?: number;
+  /** Owner of the synthetic directories (root, source dirs, `last`). */
+  uid?: number;
+  gid?: number;
+  /** Damaged snapshot records and similar: reported, never fatal. */
+  onWarning?: (message: string) => void;
+}
+
+type Node =
+  | { type: 'root'; id: bigint }
+  | { type: 'source'; id: bigint; prefix: string }
+  | { type: 'last'; id: bigint; source: string }
+  | { type: 'snapshot'; id: bigint; snap: SnapshotRecord; attr?: VfsAttr }
+  | { type: 'entry'; id: bigint; snap: SnapshotRecord; path: Buffer; entry: TreeEntry; attr: VfsAttr; parentIno: bigint };
+
+/** A directory level of the synthetic part: children components and, for a source, its snapshots. */
+interface Level {
+  prefix: string;
+  /** Next path components of sources below this prefix. */
+  children: Set<string>;
+  /** Snapshots when this prefix is itself a source (sorted oldest to newest). */
+  snapshots: SnapshotRecord[];
+  byName: Map<string, SnapshotRecord>;
+  /** Newest publication time of any snapshot at or below this prefix. */
+  newestNs: bigint;
+}
+
+interface CatalogState {
+  ids: Set<string>;
+  levels: Map<string, Level>;
+  count: number;
+}
+
+interface Handle {
+  node: Node & { type: 'entry' };
+  file: OpenFile;
+  /** End of the previous read: a read starting there is sequential. */
+  nextOffset: number;
+  sequential: number;
+}
+
+const encoder = new TextEncoder();
+
+/** 64-bit hash of a NUL-separated identity (names never contain NUL). */
+function hash64(parts: Array<string | Buffer>): bigint {
+  const bufs: Uint8Array[] = [];
+  for (const p of parts) {
+    bufs.push(typeof p === 'string' ? encoder.encode(p) : p, ZERO);
+  }
+  return xxhash.xxh64(Buffer.concat(bufs), 0x736e617066735fn) & MASK64;
+}
+const ZERO = new Uint8Array(1);
+
+/** A reported inode number: never 0 or 1, also in its low 32 bits (what fuse-native can pass). */
+function inoOf(parts: Array<string | Buffer>): bigint {
+  let h = hash64(parts);
+  if ((h & 0xffffffffn) <= 1n) h ^= 2n;
+  return h;
+}
+
+function nodeIdOf(parts: Array<string | Buffer>): bigint {
+  const h = hash64(parts);
+  return h <= 1n ? h + 2n : h;
+}
+
+function notFound(what: string): SnapfsError {
+  return new SnapfsError('PATH_NOT_FOUND', `${what}: no such file or directory`);
+}
+
+export class Vfs {
+  private state: CatalogState = { ids: new Set(), levels: new Map(), count: 0 };
+  private readonly trees: TreeReader;
+  private readonly files: FileReader;
+  private readonly nodes: ByteLru<bigint, Node>;
+  private readonly pinned = new Map<bigint, { node: Node; count: number }>();
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+  private readonly root: Node = { type: 'root', id: ROOT_ID };
+  private loadedAt = 0;
+  private loading: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private statfsCache: { at: number; bytes: number } | undefined;
+  private indexRefreshedAt = 0;
+  private readonly reportedDamage = new Set<string>();
+  private readonly rootNlink = new Map<string, number>();
+  private _epoch = 0;
+  readonly uid: number;
+  readonly gid: number;
+
+  private constructor(private readonly repo: Repository, private readonly opts: VfsOptions) {
+    this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 32 * 1024 * 1024);
+    this.files = new FileReader(repo.blobs, opts.chunkCacheBytes ?? 32 * 1024 * 1024);
+    this.nodes = new ByteLru(opts.nodeCacheBytes ?? 16 * 1024 * 1024);
+    this.uid = opts.uid ?? process.getuid?.() ?? 0;
+    this.gid = opts.gid ?? process.getgid?.() ?? 0;
+  }
+
+  static async open(repo: Repository, opts: VfsOptions = {}): Promise<Vfs> {
+    const vfs = new Vfs(repo, opts);
+    await vfs.refresh();
+    return vfs;
+  }
+
+  /**
+   * Increments whenever snapshots disappear (forget): names cached by a caller may then
+   * point elsewhere. New snapshots do not change it: they only add names.
+   */
+  get epoch(): number {
+    return this._epoch;
+  }
+
+  /** Re-reads the snapshot list every `intervalMs` so new snapshots appear and `last` moves. */
+  startPolling(intervalMs = 1000): void {
+    this.stopPolling();
+    this.timer = setInterval(() => {
+      this.refresh().catch((err) => this.warn(`reading the snapshot list: ${(err as Error).message}`));
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stopPolling(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  close(): void {
+    this.stopPolling();
+    this.handles.clear();
+  }
+
+  private warn(message: string): void {
+    this.opts.onWarning?.(message);
+  }
+
+  /** Loads the snapshot list now (concurrent callers share one load). */
+  refresh(): Promise<void> {
+    if (!this.loading) {
+      this.loading = this.load().finally(() => {
+        this.loading = undefined;
+      });
+    }
+    return this.loading;
+  }
+
+  /** The synthetic part is at most `maxAgeMs` old when this resolves. */
+  private async fresh(maxAgeMs = 1000): Promise<void> {
+    if (Date.now() - this.loadedAt >= maxAgeMs) await this.refresh();
+  }
+
+  private async load(): Promise<void> {
+    const started = Date.now();
+    const { records, damaged } = await this.repo.snapshots.load();
+    for (const d of damaged) {
+      if (!this.reportedDamage.has(d.file)) {
+        this.reportedDamage.add(d.file);
+        this.warn(`ignoring damaged snapshot record ${d.file}: ${d.error}`);
+      }
+    }
+    const ids = new Set(records.map((r) => r.id));
+    const old = this.state.ids;
+    const same = ids.size === old.size && [...ids].every((id) => old.has(id));
+    if (!same || started - this.indexRefreshedAt > 10_000) {
+      // The writer commits packs to the index before it writes the record, so after this
+      // refresh every blob a listed snapshot references is visible. Refreshing also lets
+      // the writer reuse pages an old read transaction would pin.
+      this.repo.index.refresh();
+      this.indexRefreshedAt = started;
+      this.statfsCache = undefined;
+    }
+    if (!same) {
+      if ([...old].some((id) => !ids.has(id))) this._epoch++;
+      this.state = buildState(records, ids);
+    }
+    this.loadedAt = started;
+  }
+
+  // --- nodes -----------------------------------------------------------------------
+
+  private node(id: bigint): Node {
+    if (id === ROOT_ID) return this.root;
+    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    if (!n) throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+    return n;
+  }
+
+  private remember<N extends Node>(n: N): N {
+    const size = n.type === 'entry' ? 400 + n.path.length + n.entry.name.length + (n.entry.content?.length ?? 0) + (n.entry.target?.length ?? 0) : 200;
+    this.nodes.set(n.id, n, size);
+    return n;
+  }
+
+  /** Keeps a node in memory until forget (a kernel reference, for an inode-based binding). */
+  ref(id: bigint): void {
+    if (id === ROOT_ID) return;
+    const p = this.pinned.get(id);
+    if (p) p.count++;
+    else this.pinned.set(id, { node: this.node(id), count: 1 });
+  }
+
+  forget(id: bigint, count = 1): void {
+    const p = this.pinned.get(id);
+    if (!p) return;
+    p.count -= count;
+    if (p.count <= 0) {
+      this.pinned.delete(id);
+      this.remember(p.node);
+    }
+  }
+
+  private snapshotLive(snap: SnapshotRecord): void {
+    if (!this.state.ids.has(snap.id)) throw notFound(`${snap.source}/${snap.name}`);
+  }
+
+  private level(prefix: string): Level {
+    const l = this.state.levels.get(prefix);
+    if (!l) throw notFound(prefix || '/');
+    return l;
+  }
+
+  private sourceNode(prefix: string): Node {
+    return this.remember({ type: 'source', id: nodeIdOf(['source', prefix]), prefix });
+  }
+
+  private snapshotNode(snap: SnapshotRecord): Node & { type: 'snapshot' } {
+    const id = nodeIdOf(['snapshot', snap.id]);
+    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    if (known && known.type === 'snapshot' && known.snap.id === snap.id) return known;
+    return this.remember({ type: 'snapshot', id, snap });
+  }
+
+  private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
+    const path = parentPath.length ? Buffer.concat([parentPath, SLASH, entry.name]) : entry.name;
+    const id = nodeIdOf(['entry', snap.id, path]);
+    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    if (known && known.type === 'entry' && known.snap.id === snap.id && known.path.equals(path)) return known;
+    return this.remember({ type: 'entry', id, snap, path, entry, attr: this.entryAttr(snap, path, entry), parentIno });
+  }
+
+  // --- attributes --------------------------------------------------------------------
+
+  /** Publication time of generation `since` (falls back to the snapshot's own). */
+  private sinceNs(snap: SnapshotRecord, since: number): bigint {
+    const t = snap.generations[String(since)];
+    return t !== undefined ? BigInt(t) : publishedAtNs(snap);
+  }
+
+  /** The reported inode number of an entry at `path` (bytes, '/'-joined) of a snapshot. */
+  private entryIno(snap: SnapshotRecord, path: Buffer, e: TreeEntry): bigint {
+    if (e.kind === EntryKind.Directory) return inoOf(['dir', snap.source, path]);
+    const since = this.sinceNs(snap, e.since).toString();
+    if (e.nlink > 1) return inoOf(['link', snap.source, String(e.device), e.inode.toString(), since]);
+    return inoOf(['file', snap.source, path, since]);
+  }
+
+  private entryAttr(snap: SnapshotRecord, path: Buffer, e: TreeEntry): VfsAttr {
+    return {
+      ino: this.entryIno(snap, path, e),
+      mode: TYPE_BITS[e.kind] | e.mode,
+      nlink: e.nlink || 1,
+      uid: e.uid,
+      gid: e.gid,
+      rdev: e.rdev,
+      size: e.size,
+      blocks: Math.ceil(e.allocated / 512),
+      blksize: BLKSIZE,
+      atimeNs: e.mtimeNs,
+      mtimeNs: e.mtimeNs,
+      ctimeNs: this.sinceNs(snap, e.since),
+    };
+  }
+
+  private syntheticDirAttr(prefix: string): VfsAttr {
+    const l = this.level(prefix);
+    return {
+      ino: prefix === '' ? ROOT_ID : inoOf(['source', prefix]),
+      mode: S_IFDIR | 0o555,
+      nlink: 2 + l.children.size + l.snapshots.length,
+      uid: this.uid,
+      gid: this.gid,
+      rdev: 0,
+      size: 0,
+      blocks: 0,
+      blksize: BLKSIZE,
+      atimeNs: l.newestNs,
+      mtimeNs: l.newestNs,
+      ctimeNs: l.newestNs,
+    };
+  }
+
+  private lastOf(source: string): SnapshotRecord {
+    const snaps = this.state.levels.get(source)?.snapshots;
+    const newest = snaps?.[snaps.length - 1];
+    if (!newest) throw notFound(`${source}/last`);
+    return newest;
+  }
+
+  private lastAttr(source: string): VfsAttr {
+    const target = this.lastOf(source);
+    const pub = publishedAtNs(target);
+    return {
+      ino: inoOf(['last', source, pub.toString()]),
+      mode: S_IFLNK | 0o777,
+      nlink: 1,
+      uid: this.uid,
+      gid: this.gid,
+      rdev: 0,
+      size: Buffer.byteLength(target.name),
+      blocks: 0,
+      blksize: BLKSIZE,
+      atimeNs: pub,
+      mtimeNs: pub,
+      ctimeNs: pub,
+    };
+  }
+
+  private async snapshotAttr(n: Node & { type: 'snapshot' }): Promise<VfsAttr> {
+    if (n.attr) return n.attr;
+    const snap = n.snap;
+    let nlink = this.rootNlink.get(snap.id);
+    if (nlink === undefined) {
+      // The record does not store the root's link count: 2 + its subdirectories, as on disk.
+      nlink = 2;
+      for await (const e of this.trees.entries(idFromHex(snap.root))) if (e.kind === EntryKind.Directory) nlink++;
+      this.rootNlink.set(snap.id, nlink);
+    }
+    const mtime = BigInt(snap.rootMeta.mtimeNs);
+    n.attr = {
+      ino: inoOf(['dir', snap.source, EMPTY]),
+      mode: S_IFDIR | (snap.rootMeta.mode & 0o7777),
+      nlink,
+      uid: snap.rootMeta.uid,
+      gid: snap.rootMeta.gid,
+      rdev: 0,
+      size: 0,
+      blocks: 0,
+      blksize: BLKSIZE,
+      atimeNs: mtime,
+      mtimeNs: mtime,
+      ctimeNs: publishedAtNs(snap),
+    };
+    return n.attr;
+  }
+
+  private async attrOf(n: Node): Promise<VfsAttr> {
+    switch (n.type) {
+      case 'root':
+        await this.fresh();
+        return this.syntheticDirAttr('');
+      case 'source':
+        await this.fresh();
+        return this.syntheticDirAttr(n.prefix);
+      case 'last':
+        await this.fresh();
+        return this.lastAttr(n.source);
+      case 'snapshot':
+        this.snapshotLive(n.snap);
+        return this.snapshotAttr(n);
+      case 'entry':
+        this.snapshotLive(n.snap);
+        return n.attr;
+    }
+  }
+
+  // --- operations --------------------------------------------------------------------
+
+  async getattr(id: bigint): Promise<VfsAttr> {
+    return this.attrOf(this.node(id));
+  }
+
+  async lookup(parentId: bigint, name: Buffer): Promise<VfsEntry> {
+    const parent = this.node(parentId);
+    switch (parent.type) {
+      case 'root':
+      case 'source': {
+        await this.fresh();
+        const prefix = parent.type === 'root' ? '' : parent.prefix;
+        const l = this.level(prefix);
+        const s = name.toString('utf8');
+        if (!Buffer.from(s, 'utf8').equals(name)) throw notFound(s);
+        if (l.snapshots.length > 0) {
+          if (s === 'last') {
+            const n = this.remember({ type: 'last', id: nodeIdOf(['last', prefix]), source: prefix } as const);
+            return { id: n.id, attr: this.lastAttr(prefix) };
+          }
+          const snap = l.byName.get(s);
+          if (snap) {
+            const n = this.snapshotNode(snap);
+            return { id: n.id, attr: await this.snapshotAttr(n) };
+          }
+        }
+        if (l.children.has(s)) {
+          const childPrefix = prefix ? `${prefix}/${s}` : s;
+          const n = this.sourceNode(childPrefix);
+          return { id: n.id, attr: this.syntheticDirAttr(childPrefix) };
+        }
+        throw notFound(prefix ? `${prefix}/${s}` : s);
+      }
+      case 'snapshot':
+      case 'entry': {
+        this.snapshotLive(parent.snap);
+        const dirId = this.dirTree(parent);
+        const entry = await this.trees.lookup(dirId, name);
+        if (!entry) throw notFound(name.toString('utf8'));
+        const parentPath = parent.type === 'snapshot' ? EMPTY : parent.path;
+        const parentIno = parent.type === 'snapshot' ? (await this.snapshotAttr(parent)).ino : parent.attr.ino;
+        const n = this.entryNode(parent.snap, parentPath, entry, parentIno);
+        return { id: n.id, attr: n.attr };
+      }
+      case 'last':
+        throw new SnapfsError('NOT_A_DIRECTORY', 'last: not a directory');
+    }
+  }
+
+  private dirTree(n: Node & { type: 'snapshot' | 'entry' }): BlobId {
+    if (n.type === 'snapshot') return idFromHex(n.snap.root);
+    if (n.entry.kind !== EntryKind.Directory || !n.entry.subtree) throw new SnapfsError('NOT_A_DIRECTORY', `${n.path.toString('utf8')}: not a directory`);
+    return n.entry.subtree;
+  }
+
+  /**
+   * Entries from `offset` on: 0 is ".", 1 is "..", then the children in name order.
+   * Returns at most `max` entries; a big directory is read one tree page at a time.
+   */
+  async readdir(id: bigint, offset = 0, max = 4096): Promise<VfsDirPage> {
+    const n = this.node(id);
+    const out: VfsDirEntry[] = [];
+    const self = await this.attrOf(n);
+    if (offset === 0) out.push({ name: DOT, ino: self.ino, type: S_IFDIR });
+    if (offset <= 1) out.push({ name: DOTDOT, ino: await this.parentIno(n), type: S_IFDIR });
+    let pos = Math.max(offset, 2);
+    if (n.type === 'root' || n.type === 'source') {
+      const prefix = n.type === 'root' ? '' : n.prefix;
+      const names = syntheticChildren(this.level(prefix));
+      for (; pos - 2 < names.length && out.length < max; pos++) {
+        const c = names[pos - 2]!;
+        if (c.kind === 'last') out.push({ name: Buffer.from('last'), ino: this.lastAttr(prefix).ino, type: S_IFLNK });
+        else if (c.kind === 'snapshot') out.push({ name: Buffer.from(c.name), ino: inoOf(['dir', prefix, EMPTY]), type: S_IFDIR });
+        else out.push({ name: Buffer.from(c.name), ino: inoOf(['source', prefix ? `${prefix}/${c.name}` : c.name]), type: S_IFDIR });
+      }
+      return { entries: out, next: pos - 2 < names.length ? pos : undefined };
+    }
+    if (n.type === 'last') throw new SnapfsError('NOT_A_DIRECTORY', 'last: not a directory');
+    const dirId = this.dirTree(n);
+    const parentPath = n.type === 'snapshot' ? EMPTY : n.path;
+    let more = false;
+    for await (const e of this.trees.entries(dirId, pos - 2)) {
+      if (out.length >= max) {
+        more = true;
+        break;
+      }
+      const path = parentPath.length ? Buffer.concat([parentPath, SLASH, e.name]) : e.name;
+      out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
+      pos++;
+    }
+    return { entries: out, next: more ? pos : undefined };
+  }
+
+  private async parentIno(n: Node): Promise<bigint> {
+    switch (n.type) {
+      case 'root':
+        return ROOT_ID;
+      case 'source': {
+        const i = n.prefix.lastIndexOf('/');
+        return i < 0 ? ROOT_ID : inoOf(['source', n.prefix.slice(0, i)]);
+      }
+      case 'last':
+        return inoOf(['source', n.source]);
+      case 'snapshot':
+        return inoOf(['source', n.snap.source]);
+      case 'entry':
+        return n.parentIno;
+    }
+  }
+
+  async readlink(id: bigint): Promise<Buffer> {
+    const n = this.node(id);
+    if (n.type === 'last') {
+      await this.fresh();
+      return Buffer.from(this.lastOf(n.source).name);
+    }
+    if (n.type === 'entry' && n.entry.kind === EntryKind.Symlink && n.entry.target) {
+      this.snapshotLive(n.snap);
+      return n.entry.target;
+    }
+    throw new SnapfsError('INVALID_ARGUMENT', 'not a symbolic link');
+  }
+
+  /** Opens a regular file for reading; returns a handle number (> 0). */
+  async open(id: bigint, flags = 0): Promise<number> {
+    const n = this.node(id);
+    if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new SnapfsError('READ_ONLY', 'the snapshot file system is read-only');
+    if (n.type !== 'entry') throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
+    this.snapshotLive(n.snap);
+    if (n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', `${n.path.toString('utf8')}: not a regular file`);
+    const file = this.files.open(n.entry);
+    while (this.handles.has(this.nextHandle)) this.nextHandle = this.nextHandle >= 0x7fffffff ? 1 : this.nextHandle + 1;
+    const fh = this.nextHandle;
+    this.nextHandle = fh >= 0x7fffffff ? 1 : fh + 1;
+    this.handles.set(fh, { node: n, file, nextOffset: 0, sequential: 0 });
+    return fh;
+  }
+
+  async read(fh: number, offset: number, length: number): Promise<Buffer> {
+    const h = this.handles.get(fh);
+    if (!h) throw new SnapfsError('STALE_HANDLE', `file handle ${fh} is not open`);
+    if (offset === h.nextOffset) h.sequential++;
+    else h.sequential = 0;
+    h.nextOffset = offset + length;
+    const data = this.files.read(h.file, offset, length);
+    // Read ahead once the pattern looks sequential: the next chunks decompress while the
+    // reader consumes this one.
+    if (h.sequential >= 2 && offset + length < h.file.size) this.files.prefetch(h.file, offset + length, this.opts.readAheadChunks ?? 4);
+    return data;
+  }
+
+  release(fh: number): void {
+    this.handles.delete(fh);
+  }
+
+  get openFiles(): number {
+    return this.handles.size;
+  }
+
+  async statfs(): Promise<VfsStatfs> {
+    const now = Date.now();
+    if (!this.statfsCache || now - this.statfsCache.at > 10_000) {
+      let bytes = 0;
+      for (const p of this.repo.index.allPacks()) bytes += p.size;
+      this.statfsCache = { at: now, bytes };
+    }
+    return { bytes: this.statfsCache.bytes, snapshots: this.state.count, nameMax: 255 };
+  }
+
+  /** Stored user.* extended attributes only. */
+  private xattrsOf(n: Node): Array<[Buffer, Buffer]> {
+    if (n.type !== 'entry') return [];
+    this.snapshotLive(n.snap);
+    return (n.entry.xattrs ?? []).filter(([k]) => k.subarray(0, 5).equals(USER_PREFIX));
+  }
+
+  async listxattr(id: bigint): Promise<Buffer[]> {
+    return this.xattrsOf(this.node(id)).map(([k]) => k);
+  }
+
+  /** The value, or undefined when the entry has no such attribute. */
+  async getxattr(id: bigint, name: Buffer): Promise<Buffer | undefined> {
+    return this.xattrsOf(this.node(id)).find(([k]) => k.equals(name))?.[1];
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+const SLASH = Buffer.from('/');
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const USER_PREFIX = Buffer.from('user.');
+
+function buildState(records: SnapshotRecord[], ids: Set<string>): CatalogState {
+  const levels = new Map<string, Level>();
+  const level = (prefix: string): Level => {
+    let l = levels.get(prefix);
+    if (!l) {
+      l = { prefix, children: new Set(), snapshots: [], byName: new Map(), newestNs: 0n };
+      levels.set(prefix, l);
+    }
+    return l;
+  };
+  level('');
+  // Records come sorted oldest to newest (time, then publication): the last is `last`.
+  for (const r of records) {
+    const parts = r.source.split('/');
+    const pub = publishedAtNs(r);
+    for (let i = 0; i <= parts.length; i++) {
+      const l = level(parts.slice(0, i).join('/'));
+      if (i < parts.length) l.children.add(parts[i]!);
+      if (pub > l.newestNs) l.newestNs = pub;
+    }
+    const own = level(r.source);
+    if (!own.byName.has(r.name)) {
+      own.byName.set(r.name, r);
+      own.snapshots.push(r);
+    }
+  }
+  return { ids, levels, count: records.length };
+}
+
+type SyntheticChild = { kind: 'source' | 'snapshot' | 'last'; name: string };
+
+function syntheticChildren(l: Level): SyntheticChild[] {
+  const out: SyntheticChild[] = [...l.children].map((name) => ({ kind: 'source' as const, name }));
+  for (const s of l.snapshots) out.push({ kind: 'snapshot', name: s.name });
+  if (l.snapshots.length > 0) out.push({ kind: 'last', name: 'last' });
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
