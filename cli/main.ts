@@ -10,8 +10,13 @@ import * as browse from './commands/browse.js';
 import * as restoreCmd from './commands/restore.js';
 import * as stats from './commands/stats.js';
 import * as mountCmd from './commands/mount.js';
+import * as forgetCmd from './commands/forget.js';
+import * as pruneCmd from './commands/prune.js';
+import * as checkCmd from './commands/check.js';
+import * as repairCmd from './commands/repair.js';
+import * as runCmd from './commands/run.js';
 
-const commands = [init, backupCmd, browse, restoreCmd, stats, mountCmd];
+const commands = [init, backupCmd, browse, restoreCmd, stats, forgetCmd, pruneCmd, checkCmd, repairCmd, runCmd, mountCmd];
 
 async function main(): Promise<void> {
   const args = hideBin(process.argv);
