@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { reportError } from './output.js';
 import { EXIT_USAGE } from './exit-codes.js';
+import { fromSystemError } from '../lib/errors.js';
 import * as init from './commands/init.js';
 import * as backupCmd from './commands/backup.js';
 import * as browse from './commands/browse.js';
@@ -36,10 +37,18 @@ async function main(): Promise<void> {
       process.exit(EXIT_USAGE);
     });
   for (const c of commands) y = c.register(y);
+  // A failure in a background promise (an index commit on a full disk, say) still
+  // ends the command with its proper message and exit code, never a hang.
+  process.on('unhandledRejection', async (err) => {
+    const cause = (err as { commitError?: Promise<unknown> } | null)?.commitError; // lmdb-js keeps the errno here
+    const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
+    const systemish = (inner as { code?: unknown } | null)?.code !== undefined;
+    process.exit(reportError(systemish ? fromSystemError(inner, 'background task') : inner, json));
+  });
   try {
     await y.parseAsync();
   } catch (err) {
-    process.exitCode = reportError(err, json);
+    process.exit(reportError(err, json));
   }
 }
 

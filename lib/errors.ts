@@ -61,7 +61,9 @@ export function fromSystemError(err: unknown, what: string): SnapfsError {
   if (err instanceof SnapfsError) return err;
   const code = errnoCode(err);
   const detail = err instanceof Error ? err.message : String(err);
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
+  // LMDB reports errno as a number (28) and only in its message.
+  const numeric = (err as { code?: unknown } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT' || numeric === 28 || numeric === 122 || /no space left on device/i.test(detail)) {
     return new SnapfsError('NO_SPACE', `${what}: no space left on device (${detail})`, { cause: err });
   }
   return new SnapfsError('IO_ERROR', `${what}: ${detail}`, { cause: err });

@@ -6,7 +6,7 @@
 import { open, RootDatabase, Database } from 'lmdb';
 import { BLOB_ID_BYTES, BlobId } from '../format/blob-id.js';
 import { BlobType, Compression, PackedBlob } from '../format/pack.js';
-import { CorruptDataError, SnapfsError } from '../errors.js';
+import { CorruptDataError, SnapfsError, fromSystemError } from '../errors.js';
 
 export interface BlobLocation extends PackedBlob {
   pack: Buffer;
@@ -82,15 +82,27 @@ export class BlobIndex {
 
   /** Records a sealed pack and all its blobs in one transaction. */
   async addPack(pack: Buffer, size: number, blobs: readonly PackedBlob[]): Promise<void> {
-    await this.env.transaction(() => {
+    await this.write('recording a pack in the index', () => {
       for (const b of blobs) this.blobs.put(b.id, encodeLocation(pack, b));
       this.packs.put(pack, packInfoValue(size, blobs.length));
     });
   }
 
+  /** One write transaction; LMDB failures (disk full above all) become SnapfsErrors. */
+  private async write(what: string, fn: () => void): Promise<void> {
+    try {
+      await this.env.transaction(fn);
+    } catch (err) {
+      // lmdb-js rejects with a generic "Commit failed" and keeps the cause aside.
+      const cause = (err as { commitError?: Promise<unknown> }).commitError;
+      const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
+      throw fromSystemError(inner, `index ${what}`);
+    }
+  }
+
   /** Replaces packs: new locations for moved blobs, then removal of the old packs' entries. */
   async replacePacks(added: Array<{ pack: Buffer; size: number; blobs: readonly PackedBlob[] }>, removedPacks: Buffer[], removedBlobs: BlobId[]): Promise<void> {
-    await this.env.transaction(() => {
+    await this.write('replacing packs', () => {
       for (const id of removedBlobs) this.blobs.remove(id);
       for (const a of added) {
         for (const b of a.blobs) this.blobs.put(b.id, encodeLocation(a.pack, b));
@@ -120,11 +132,15 @@ export class BlobIndex {
 
   /** Waits until every commit so far is on stable storage. */
   async flushed(): Promise<void> {
-    await this.env.flushed;
+    try {
+      await this.env.flushed;
+    } catch (err) {
+      throw fromSystemError(err, 'index flush');
+    }
   }
 
   async clear(): Promise<void> {
-    await this.env.transaction(() => {
+    await this.write('clearing', () => {
       this.blobs.clearSync();
       this.packs.clearSync();
     });

@@ -169,11 +169,19 @@ export class BlobWriter {
       await pack.add(blob);
       if (pack.size >= this.packTargetBytes) {
         this.current.delete(type);
-        this.sealing.push(this.sealAndCommit(pack));
+        this.sealing.push(this.background(this.sealAndCommit(pack)));
       }
     });
     this.appendChains.set(type, next.catch(() => undefined));
     return next;
+  }
+
+  /** A pack sealing in the background: its failure is kept for the next put/flush. */
+  private background(p: Promise<void>): Promise<void> {
+    p.catch((err: unknown) => {
+      this.failure ??= err;
+    });
+    return p;
   }
 
   private async sealAndCommit(pack: PackWriter): Promise<void> {
@@ -194,7 +202,7 @@ export class BlobWriter {
     this.throwIfFailed();
     for (const [type, pack] of this.current) {
       this.current.delete(type);
-      if (pack.blobCount > 0) this.sealing.push(this.sealAndCommit(pack));
+      if (pack.blobCount > 0) this.sealing.push(this.background(this.sealAndCommit(pack)));
     }
     const results = await Promise.allSettled(this.sealing.splice(0));
     const failed = results.find((r) => r.status === 'rejected');

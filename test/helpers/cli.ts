@@ -64,7 +64,7 @@ export function runProcess(command: string, args: string[], opts: RunOptions = {
   return new Promise((resolve, reject) => {
     const child = track(spawn(command, args, {
       cwd: opts.cwd,
-      env: { ...process.env, ...opts.env },
+      env: childEnv(opts.env),
       stdio: ['pipe', 'pipe', 'pipe'],
     }));
     const out: Buffer[] = [];
@@ -114,6 +114,17 @@ export function runProcess(command: string, args: string[], opts: RunOptions = {
   });
 }
 
+/**
+ * The environment for programs under test: ours minus tap's process hooks, which it
+ * passes down through NODE_OPTIONS and which change how a child node process exits.
+ * The CLI must be tested as users run it.
+ */
+export function childEnv(extra?: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  for (const k of Object.keys(env)) if (k.startsWith('_TAPJS_') || (k === 'NODE_OPTIONS' && !extra?.NODE_OPTIONS)) delete env[k];
+  return env;
+}
+
 /** Runs `node dist/cli/main.js ...args` to completion; see runProcess. */
 export function runSnapfs(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return runProcess(process.execPath, [cliPath(), ...args], opts);
@@ -132,7 +143,7 @@ export type SnapfsChild = ChildProcess & { output(): { stdout: string; stderr: s
 export function spawnSnapfs(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): SnapfsChild {
   const child = track(spawn(process.execPath, [cliPath(), ...args], {
     cwd: opts.cwd,
-    env: { ...process.env, ...opts.env },
+    env: childEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   }));
   const out: Buffer[] = [];
