@@ -167,4 +167,3 @@ t.test('disk full: clean abort, repository still valid, next backup succeeds', {
   await runSnapfs(['restore', repo, 's@last', out2]);
   await assertTreesEqual(t, src, out2);
 });
-});
