@@ -4,7 +4,7 @@
 // what was read is kept and the entry is marked so the next backup reads it again.
 
 import { promises as fs, constants, BigIntStats } from 'node:fs';
-import { dataRegions } from '../platform/native.js';
+import { FileStat, NativeError, SmallFile, dataRegions, readSmallFiles } from '../platform/native.js';
 import { Chunker } from '../chunk/chunker.js';
 import { ChunkerParams } from '../format/config.js';
 import { BlobType } from '../format/pack.js';
@@ -16,7 +16,9 @@ const MAX_ATTEMPTS = 3;
 
 export interface FileContent {
   /** fstat of the open file, taken before reading. */
-  stat: BigIntStats;
+  stat: FileStat;
+  /** The file's xattrs when they were read along with it (small files). */
+  xattrs?: Array<[Buffer, Buffer]>;
   content: Buffer;
   /** The file's size when it was read (the chunk list never extends past it). */
   size: number;
@@ -43,7 +45,37 @@ export class FileContentReader {
     }
   }
 
-  async read(path: Buffer, onBytes: (n: number) => void): Promise<FileContent> {
+  /** Files up to this size are one chunk however they are read, so they can be batched. */
+  get smallFileBytes(): number {
+    return this.chunking.minSize;
+  }
+
+  /** Reads many small files in one threadpool job (see readSmallFiles). */
+  readBatch(paths: Buffer[]): Promise<Array<SmallFile | NativeError>> {
+    return readSmallFiles(paths, this.chunking.minSize);
+  }
+
+  /**
+   * Stores one file. `pre` is its result from readBatch, used when it holds the whole,
+   * unchanged file; anything else (large, sparse, changed meanwhile) is read here.
+   */
+  async read(path: Buffer, onBytes: (n: number) => void, pre?: SmallFile): Promise<FileContent> {
+    if (pre?.status === 'not-regular') throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
+    if (pre?.status === 'ok' && !pre.changed) {
+      const chunks: ChunkRef[] = [];
+      if (pre.data.length > 0) {
+        await this.writer.waitForRoom();
+        const id = this.writer.id(pre.data);
+        chunks.push({ offset: 0, length: pre.data.length, id });
+        await this.writer.put(BlobType.Data, pre.data, id);
+      }
+      onBytes(pre.data.length);
+      return { stat: pre.stat, xattrs: pre.xattrs, content: encodeChunkList(chunks), size: pre.data.length, bytesRead: pre.data.length, unstable: false };
+    }
+    return this.readLarge(path, onBytes);
+  }
+
+  private async readLarge(path: Buffer, onBytes: (n: number) => void): Promise<FileContent> {
     const fh = await this.openFile(path);
     try {
       let bytesRead = 0;
@@ -57,7 +89,7 @@ export class FileContentReader {
         const stable = after.size === before.size && after.mtimeNs === before.mtimeNs && after.ctimeNs === before.ctimeNs && bytes <= size;
         if (stable || attempt === MAX_ATTEMPTS) {
           // Reads never go past `size`, so the chunk list always fits the recorded size.
-          return { stat: before, content: encodeChunkList(chunks), size, bytesRead, unstable: !stable };
+          return { stat: toFileStat(before), content: encodeChunkList(chunks), size, bytesRead, unstable: !stable };
         }
       }
     } finally {
@@ -107,4 +139,21 @@ export class FileContentReader {
     await Promise.all(stores);
     return { chunks, bytes };
   }
+}
+
+function toFileStat(st: BigIntStats): FileStat {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    nlink: Number(st.nlink),
+    ino: st.ino,
+    size: Number(st.size),
+    blocks: Number(st.blocks),
+    rdev: Number(st.rdev),
+    dev: Number(st.dev),
+    atimeNs: st.atimeNs,
+    mtimeNs: st.mtimeNs,
+    ctimeNs: st.ctimeNs,
+  };
 }

@@ -52,6 +52,7 @@ interface Binding {
   utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: number,
     mtimeSec: number, mtimeNsec: number): void;
   scanDir(path: PathLike): Promise<Buffer>;
+  readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
 }
 
 /** Directory of the snapfs package, found by walking up from this module (it
@@ -160,39 +161,91 @@ const FIXED = 2 + 4 * 4 + 5 * 8 + 3 * 12 + 4;
 const NS = 1_000_000_000n;
 const U32 = 0x1_0000_0000;
 
-/** Decodes scanDir's packed records. Names are copies, not views, so the big
- * scan buffer is not kept alive by them. */
-export function decodeScan(buf: Buffer): ScannedEntry[] {
-  const out: ScannedEntry[] = [];
+/** The fixed stat fields at `q` (the layout scanDir and readSmallFile share). */
+function decodeStat(buf: Buffer, q: number): Omit<ScannedEntry, 'name' | 'errno'> {
   // u64 read as two u32 halves: faster than BigInt, exact below 2^53
   const u64 = (o: number): number => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * U32;
   const time = (o: number): bigint => {
     const sec = buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * U32;
     return BigInt(sec) * NS + BigInt(buf.readUInt32LE(o + 8));
   };
+  return {
+    mode: buf.readUInt32LE(q),
+    uid: buf.readUInt32LE(q + 4),
+    gid: buf.readUInt32LE(q + 8),
+    nlink: buf.readUInt32LE(q + 12),
+    ino: buf.readBigUInt64LE(q + 16),
+    size: u64(q + 24),
+    blocks: u64(q + 32),
+    rdev: u64(q + 40),
+    dev: u64(q + 48),
+    atimeNs: time(q + 56),
+    mtimeNs: time(q + 68),
+    ctimeNs: time(q + 80),
+  };
+}
+
+/** Decodes scanDir's packed records. Names are copies, not views, so the big
+ * scan buffer is not kept alive by them. */
+export function decodeScan(buf: Buffer): ScannedEntry[] {
+  const out: ScannedEntry[] = [];
   let p = 0;
   while (p < buf.length) {
     if (p + 2 > buf.length) throw new RangeError('decodeScan: truncated record');
     const nameLen = buf.readUInt16LE(p);
     if (p + FIXED + nameLen > buf.length) throw new RangeError('decodeScan: truncated record');
     const q = p + 2 + nameLen;
-    out.push({
-      name: Buffer.from(buf.subarray(p + 2, q)),
-      mode: buf.readUInt32LE(q),
-      uid: buf.readUInt32LE(q + 4),
-      gid: buf.readUInt32LE(q + 8),
-      nlink: buf.readUInt32LE(q + 12),
-      ino: buf.readBigUInt64LE(q + 16),
-      size: u64(q + 24),
-      blocks: u64(q + 32),
-      rdev: u64(q + 40),
-      dev: u64(q + 48),
-      atimeNs: time(q + 56),
-      mtimeNs: time(q + 68),
-      ctimeNs: time(q + 80),
-      errno: buf.readInt32LE(q + 92),
-    });
+    out.push({ name: Buffer.from(buf.subarray(p + 2, q)), ...decodeStat(buf, q), errno: buf.readInt32LE(q + 92) });
     p += FIXED + nameLen;
   }
   return out;
+}
+
+export type FileStat = Omit<ScannedEntry, 'name' | 'errno'>;
+
+export interface SmallFile {
+  stat: FileStat;
+  /** 'ok': `data` holds the whole file; otherwise read it another way. */
+  status: 'ok' | 'too-large' | 'sparse' | 'not-regular';
+  /** The file changed while it was read (size, mtime or ctime moved, or a short read). */
+  changed: boolean;
+  data: Buffer;
+  xattrs: Array<[Buffer, Buffer]>;
+}
+
+const SMALL_STATUS = ['ok', 'too-large', 'sparse', 'not-regular'] as const;
+const STAT_BYTES = 4 * 4 + 5 * 8 + 3 * 12;
+
+/**
+ * Reads whole files of at most `maxBytes`, many in one threadpool job: for each, open
+ * without following symlinks (and without touching atime where allowed), fstat, read,
+ * xattrs, fstat again. Larger or sparse files come back without data, to be read region
+ * by region; a file that cannot be opened or read comes back as its Error.
+ */
+export async function readSmallFiles(paths: PathLike[], maxBytes: number): Promise<Array<SmallFile | NativeError>> {
+  const results = await native().readSmallFiles(paths.map(toBuf), maxBytes);
+  return results.map((r) => (r instanceof Error ? (r as NativeError) : decodeSmallFile(r)));
+}
+
+function decodeSmallFile(buf: Buffer): SmallFile {
+  const stat = decodeStat(buf, 0);
+  const status = SMALL_STATUS[buf.readUInt32LE(STAT_BYTES)] ?? 'not-regular';
+  const changed = buf.readUInt32LE(STAT_BYTES + 4) !== 0;
+  const xattrs: Array<[Buffer, Buffer]> = [];
+  if (status !== 'ok') return { stat, status, changed, data: Buffer.alloc(0), xattrs };
+  const dataLen = buf.readUInt32LE(STAT_BYTES + 8);
+  let p = STAT_BYTES + 12;
+  const data = buf.subarray(p, p + dataLen);
+  p += dataLen;
+  const count = buf.readUInt32LE(p);
+  p += 4;
+  for (let i = 0; i < count; i++) {
+    const nl = buf.readUInt32LE(p);
+    const name = Buffer.from(buf.subarray(p + 4, p + 4 + nl));
+    p += 4 + nl;
+    const vl = buf.readUInt32LE(p);
+    xattrs.push([name, Buffer.from(buf.subarray(p + 4, p + 4 + vl))]);
+    p += 4 + vl;
+  }
+  return { stat, status, changed, data, xattrs };
 }

@@ -19,15 +19,19 @@ const BATCH_ITEMS = 512;
 export class CompressionPool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
-  private readonly queue: Pending[] = [];
+  /** Waiting items are queue[head..]; a head index, since shift() is O(n). */
+  private queue: Pending[] = [];
+  private head = 0;
   private readonly jobs = new Map<number, Pending[]>();
   private nextJob = 1;
+  private queuedBytes = 0;
+  private dispatchScheduled = false;
   private failure: unknown;
 
   constructor(level: number, size = Math.max(1, Math.min(4, availableParallelism()))) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level } });
-      w.on('message', (msg: { job: number; out: Uint8Array[] }) => this.finished(w, msg));
+      w.on('message', (msg: { job: number; data: ArrayBuffer; lengths: number[] }) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
       w.unref();
       this.workers.push(w);
@@ -39,44 +43,79 @@ export class CompressionPool {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.queue.push({ data, resolve, reject });
-      this.dispatch();
+      this.queuedBytes += data.length;
+      this.schedule();
     });
   }
 
+  /**
+   * A full batch goes at once; a partial one waits for the end of this event-loop turn,
+   * so that the small blobs of many files travel in one message.
+   */
+  private schedule(): void {
+    const waiting = this.queue.length - this.head;
+    if (this.queuedBytes >= BATCH_BYTES || waiting >= BATCH_ITEMS) this.dispatch();
+    else if (!this.dispatchScheduled && waiting > 0) {
+      this.dispatchScheduled = true;
+      setImmediate(() => {
+        this.dispatchScheduled = false;
+        this.dispatch();
+      });
+    }
+  }
+
   private dispatch(): void {
-    while (this.idle.length > 0 && this.queue.length > 0) {
+    while (this.idle.length > 0 && this.head < this.queue.length) {
       const batch: Pending[] = [];
       let bytes = 0;
-      while (this.queue.length > 0 && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
-        const p = this.queue.shift()!;
+      while (this.head < this.queue.length && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
+        const p = this.queue[this.head++]!;
         bytes += p.data.length;
+        this.queuedBytes -= p.data.length;
         batch.push(p);
       }
       const worker = this.idle.pop()!;
       const job = this.nextJob++;
       this.jobs.set(job, batch);
       worker.ref();
-      worker.postMessage({ job, items: batch.map((p) => p.data) });
+      const packed = new Uint8Array(bytes);
+      let at = 0;
+      for (const p of batch) {
+        packed.set(p.data, at);
+        at += p.data.length;
+      }
+      worker.postMessage({ job, data: packed.buffer, lengths: batch.map((p) => p.data.length) }, [packed.buffer]);
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
     }
   }
 
-  private finished(worker: Worker, msg: { job: number; out: Uint8Array[] }): void {
+  private finished(worker: Worker, msg: { job: number; data: ArrayBuffer; lengths: number[] }): void {
     const batch = this.jobs.get(msg.job)!;
     this.jobs.delete(msg.job);
+    let at = 0;
     batch.forEach((p, i) => {
-      const c = msg.out[i]!;
-      p.resolve(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+      const len = msg.lengths[i]!;
+      p.resolve(Buffer.from(msg.data, at, len));
+      at += len;
     });
     worker.unref();
     this.idle.push(worker);
-    this.dispatch();
+    this.schedule();
   }
 
   private fail(err: unknown): void {
     this.failure = err;
     for (const batch of this.jobs.values()) batch.forEach((p) => p.reject(err));
     this.jobs.clear();
-    this.queue.splice(0).forEach((p) => p.reject(err));
+    this.queue.slice(this.head).forEach((p) => p.reject(err));
+    this.queue = [];
+    this.head = 0;
   }
 
   async close(): Promise<void> {

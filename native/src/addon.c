@@ -13,6 +13,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("mknod", sn_mknod),
       FN("utimensNoFollow", sn_utimens_nofollow),
       FN("scanDir", sn_scan_dir),
+      FN("readSmallFiles", sn_read_small_files),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0],
                              props) != napi_ok) {
