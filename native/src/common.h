@@ -54,6 +54,12 @@ static inline void sn_put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* The 92-byte stat layout shared by scanDir and readSmallFiles: mode, uid, gid, nlink
+ * (u32), ino, size, blocks, rdev, dev (u64), then atime, mtime, ctime (i64 s, u32 ns). */
+#define SN_STAT_BYTES (4 * 4 + 5 * 8 + 3 * 12)
+struct stat;
+void sn_put_stat(uint8_t *p, const struct stat *st);
+
 napi_value sn_cdc_cuts(napi_env env, napi_callback_info info);
 napi_value sn_data_regions(napi_env env, napi_callback_info info);
 napi_value sn_flock(napi_env env, napi_callback_info info);

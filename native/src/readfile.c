@@ -11,7 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define STAT_LEN (4 * 4 + 5 * 8 + 3 * 12)
+#define STAT_LEN SN_STAT_BYTES
 
 enum { RF_OK = 0, RF_TOO_LARGE = 1, RF_SPARSE = 2, RF_NOT_REGULAR = 3 };
 
@@ -40,24 +40,6 @@ static bool reserve(read_job *j, size_t need) {
   j->buf = nb;
   j->cap = cap;
   return true;
-}
-
-static void put_stat(uint8_t *p, const struct stat *st) {
-  sn_put32(p, (uint32_t)st->st_mode);
-  sn_put32(p + 4, (uint32_t)st->st_uid);
-  sn_put32(p + 8, (uint32_t)st->st_gid);
-  sn_put32(p + 12, (uint32_t)st->st_nlink);
-  sn_put64(p + 16, (uint64_t)st->st_ino);
-  sn_put64(p + 24, (uint64_t)st->st_size);
-  sn_put64(p + 32, (uint64_t)st->st_blocks);
-  sn_put64(p + 40, (uint64_t)st->st_rdev);
-  sn_put64(p + 48, (uint64_t)st->st_dev);
-  sn_put64(p + 56, (uint64_t)(int64_t)st->st_atim.tv_sec);
-  sn_put32(p + 64, (uint32_t)st->st_atim.tv_nsec);
-  sn_put64(p + 68, (uint64_t)(int64_t)st->st_mtim.tv_sec);
-  sn_put32(p + 76, (uint32_t)st->st_mtim.tv_nsec);
-  sn_put64(p + 80, (uint64_t)(int64_t)st->st_ctim.tv_sec);
-  sn_put32(p + 88, (uint32_t)st->st_ctim.tv_nsec);
 }
 
 static bool same_version(const struct stat *a, const struct stat *b) {
@@ -136,7 +118,7 @@ static void read_one(read_job *j, int64_t max_bytes) {
     close(fd);
     return;
   }
-  put_stat(j->buf, &before);
+  sn_put_stat(j->buf, &before);
   j->len = STAT_LEN + 12;
   uint32_t status = RF_OK;
   if (!S_ISREG(before.st_mode)) status = RF_NOT_REGULAR;

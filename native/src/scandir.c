@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Per record: u16 nameLen, name, then this many bytes of fixed fields. */
-#define FIXED_LEN (4 * 4 + 5 * 8 + 3 * 12 + 4)
+#define FIXED_LEN (SN_STAT_BYTES + 4)
 
 typedef struct {
   napi_async_work work;
@@ -38,21 +38,7 @@ static void put_record(uint8_t *p, const char *name, size_t nlen,
   sn_put16(p, (uint16_t)nlen);
   memcpy(p + 2, name, nlen);
   p += 2 + nlen;
-  sn_put32(p, (uint32_t)st->st_mode);
-  sn_put32(p + 4, (uint32_t)st->st_uid);
-  sn_put32(p + 8, (uint32_t)st->st_gid);
-  sn_put32(p + 12, (uint32_t)st->st_nlink);
-  sn_put64(p + 16, (uint64_t)st->st_ino);
-  sn_put64(p + 24, (uint64_t)st->st_size);
-  sn_put64(p + 32, (uint64_t)st->st_blocks);
-  sn_put64(p + 40, (uint64_t)st->st_rdev);
-  sn_put64(p + 48, (uint64_t)st->st_dev);
-  sn_put64(p + 56, (uint64_t)(int64_t)st->st_atim.tv_sec);
-  sn_put32(p + 64, (uint32_t)st->st_atim.tv_nsec);
-  sn_put64(p + 68, (uint64_t)(int64_t)st->st_mtim.tv_sec);
-  sn_put32(p + 76, (uint32_t)st->st_mtim.tv_nsec);
-  sn_put64(p + 80, (uint64_t)(int64_t)st->st_ctim.tv_sec);
-  sn_put32(p + 88, (uint32_t)st->st_ctim.tv_nsec);
+  sn_put_stat(p, st);
   sn_put32(p + 92, (uint32_t)(int32_t)serr);
 }
 

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include <sys/stat.h>
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -183,4 +185,22 @@ bool sn_get_cstr(napi_env env, napi_value v, const char *what, char **out) {
   }
   *out = s;
   return true;
+}
+
+void sn_put_stat(uint8_t *p, const struct stat *st) {
+  sn_put32(p, (uint32_t)st->st_mode);
+  sn_put32(p + 4, (uint32_t)st->st_uid);
+  sn_put32(p + 8, (uint32_t)st->st_gid);
+  sn_put32(p + 12, (uint32_t)st->st_nlink);
+  sn_put64(p + 16, (uint64_t)st->st_ino);
+  sn_put64(p + 24, (uint64_t)st->st_size);
+  sn_put64(p + 32, (uint64_t)st->st_blocks);
+  sn_put64(p + 40, (uint64_t)st->st_rdev);
+  sn_put64(p + 48, (uint64_t)st->st_dev);
+  sn_put64(p + 56, (uint64_t)(int64_t)st->st_atim.tv_sec);
+  sn_put32(p + 64, (uint32_t)st->st_atim.tv_nsec);
+  sn_put64(p + 68, (uint64_t)(int64_t)st->st_mtim.tv_sec);
+  sn_put32(p + 76, (uint32_t)st->st_mtim.tv_nsec);
+  sn_put64(p + 80, (uint64_t)(int64_t)st->st_ctim.tv_sec);
+  sn_put32(p + 88, (uint32_t)st->st_ctim.tv_nsec);
 }
