@@ -1,13 +1,12 @@
 // Disaster recovery: every source's snapshot of a date (or the newest before it) restored
 // side by side into TARGET/<source>/, each with full metadata (see restore.ts).
 
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SnapshotRecord, localDate } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
 import { SnapshotCatalog } from '../snapshot/catalog.js';
-import { RestoreStats, restore } from './restore.js';
-import { SnapfsError, errnoCode, fromSystemError, isSnapfsError } from '../errors.js';
+import { RestoreStats, requireEmptyTarget, restore } from './restore.js';
+import { SnapfsError, isSnapfsError } from '../errors.js';
 
 export interface RestoreAllOptions {
   onSource?: (source: string, snapshot: SnapshotRecord) => void;
@@ -75,16 +74,4 @@ export async function restoreAllSources(repo: Repository, date: string, target: 
     }
   }
   return result;
-}
-
-async function requireEmptyTarget(target: string): Promise<void> {
-  try {
-    const st = await fs.lstat(target);
-    if (st.isSymbolicLink()) throw new SnapfsError('UNSAFE_PATH', `restore target ${target} is a symbolic link; refusing to restore through it`);
-    if (!st.isDirectory()) throw new SnapfsError('INVALID_ARGUMENT', `restore target ${target} exists and is not a directory`);
-    if ((await fs.readdir(target)).length > 0) throw new SnapfsError('INVALID_ARGUMENT', `restore target ${target} is not empty`);
-  } catch (err) {
-    if (err instanceof SnapfsError) throw err;
-    if (errnoCode(err) !== 'ENOENT') throw fromSystemError(err, target);
-  }
 }

@@ -62,15 +62,25 @@ export async function restore(repo: Repository, snap: SnapshotRecord, target: st
   return stats;
 }
 
-async function prepareTarget(target: string): Promise<void> {
+/** A restore target must be a new or empty directory, and never a symlink. */
+export async function requireEmptyTarget(target: string): Promise<void> {
   try {
     const st = await fs.lstat(target);
     if (st.isSymbolicLink()) throw new SnapfsError('UNSAFE_PATH', `restore target ${target} is a symbolic link; refusing to restore through it`);
     if (!st.isDirectory()) throw new SnapfsError('INVALID_ARGUMENT', `restore target ${target} exists and is not a directory`);
     if ((await fs.readdir(target)).length > 0) throw new SnapfsError('INVALID_ARGUMENT', `restore target ${target} is not empty`);
   } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err instanceof SnapfsError ? err : fromSystemError(err, target);
+    if (err instanceof SnapfsError) throw err;
+    if (errnoCode(err) !== 'ENOENT') throw fromSystemError(err, target);
+  }
+}
+
+async function prepareTarget(target: string): Promise<void> {
+  await requireEmptyTarget(target);
+  try {
     await fs.mkdir(target, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw fromSystemError(err, target);
   }
 }
 
