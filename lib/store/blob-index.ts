@@ -3,6 +3,7 @@
 // (repair index). Writers commit one transaction per sealed pack; readers in other
 // processes (the mount) see each commit at their next read transaction.
 
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, RootDatabase, Database } from 'lmdb';
 import { BLOB_ID_BYTES, BlobId } from '../format/blob-id.js';
 import { BlobType, Compression, PackedBlob } from '../format/pack.js';
@@ -54,20 +55,34 @@ export class BlobIndex {
   ) {}
 
   static open(dir: string, readOnly: boolean): BlobIndex {
+    // LMDB trusts its file: a truncated data.mdb kills the process with SIGBUS on the first
+    // read, and lmdb-js crashes (SIGSEGV) on its own error path when mdb_env_open refuses a
+    // damaged file. So the file is checked here first, and only a plausible one is opened.
+    checkDataFile(dir);
     let env: RootDatabase;
     try {
-      env = open({ path: dir, maxDbs: 4, readOnly, noMemInit: true, compression: false });
+      env = open({ path: dir, maxDbs: 4, readOnly, noMemInit: true, compression: false, permissionsMode: 0o600 } as Parameters<typeof open>[0]);
     } catch (err) {
-      throw new SnapfsError('CORRUPT_DATA', `index ${dir}: cannot open (${(err as Error).message}); run 'snapfs repair index'`, { cause: err });
+      throw damaged(dir, err);
     }
     const opts = { keyEncoding: 'binary' as const, encoding: 'binary' as const, compression: false };
-    const blobs = env.openDB<Buffer, Buffer>({ name: 'blobs', ...opts });
-    const packs = env.openDB<Buffer, Buffer>({ name: 'packs', ...opts });
-    return new BlobIndex(env, blobs, packs);
+    try {
+      const blobs = env.openDB<Buffer, Buffer>({ name: 'blobs', ...opts });
+      const packs = env.openDB<Buffer, Buffer>({ name: 'packs', ...opts });
+      return new BlobIndex(env, blobs, packs);
+    } catch (err) {
+      void env.close().catch(() => undefined);
+      throw damaged(dir, err);
+    }
   }
 
   lookup(id: BlobId): BlobLocation | undefined {
-    const v = this.blobs.getBinary(id);
+    let v: Buffer | undefined;
+    try {
+      v = this.blobs.getBinary(id);
+    } catch (err) {
+      throw damaged('index', err);
+    }
     return v ? decodeLocation(id, v) : undefined;
   }
 
@@ -77,7 +92,11 @@ export class BlobIndex {
   }
 
   has(id: BlobId): boolean {
-    return this.blobs.doesExist(id);
+    try {
+      return this.blobs.doesExist(id);
+    } catch (err) {
+      throw damaged('index', err);
+    }
   }
 
   /** Records a sealed pack and all its blobs in one transaction. */
@@ -113,21 +132,30 @@ export class BlobIndex {
   }
 
   *allBlobs(): Generator<BlobLocation> {
-    for (const { key, value } of this.blobs.getRange({})) yield decodeLocation(Buffer.from(key), value);
+    for (const { key, value } of guardRange(this.blobs.getRange({}))) yield decodeLocation(Buffer.from(key), value);
   }
 
   *allPacks(): Generator<PackInfo> {
-    for (const { key, value } of this.packs.getRange({})) {
+    for (const { key, value } of guardRange(this.packs.getRange({}))) {
+      if (value.length !== 12) throw new CorruptDataError('index: malformed pack entry; run \'snapfs repair index\'');
       yield { id: Buffer.from(key), size: value.readUInt32LE(0) + value.readUInt32LE(4) * 2 ** 32, blobs: value.readUInt32LE(8) };
     }
   }
 
   packCount(): number {
-    return this.packs.getCount();
+    try {
+      return this.packs.getCount();
+    } catch (err) {
+      throw damaged('index', err);
+    }
   }
 
   blobCount(): number {
-    return this.blobs.getCount();
+    try {
+      return this.blobs.getCount();
+    } catch (err) {
+      throw damaged('index', err);
+    }
   }
 
   /** Waits until every commit so far is on stable storage. */
@@ -148,6 +176,102 @@ export class BlobIndex {
 
   async close(): Promise<void> {
     await this.env.close();
+  }
+}
+
+/** LMDB's own failures (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) on a damaged index file. */
+function damaged(what: string, err: unknown): SnapfsError {
+  if (err instanceof SnapfsError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  // Operating-system trouble (EACCES, ENOSPC, ...) is not damage.
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return fromSystemError(err, what);
+  return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
+}
+
+function* guardRange<T>(range: Iterable<T>): Generator<T> {
+  let it: Iterator<T>;
+  try {
+    it = range[Symbol.iterator]();
+  } catch (err) {
+    throw damaged('index', err);
+  }
+  for (;;) {
+    let r: IteratorResult<T>;
+    try {
+      r = it.next();
+    } catch (err) {
+      throw damaged('index', err);
+    }
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+// Layout of an LMDB data file (liblmdb mdb.c, data format version 2, 64-bit): pages 0 and 1
+// are meta pages; each starts with a 24-byte page header (pgno u64, txnid u64, pad u16,
+// flags u16, lower u16, upper u16) followed by MDB_meta: magic u32, version u32, address
+// u64, mapsize u64, two MDB_db records of 48 bytes (the first one's md_pad is the page
+// size), last used page u64, txnid u64. With overlapping sync lmdb-js also keeps a meta
+// in the second half of page 0.
+const LMDB_PAGE_HEADER = 24;
+const LMDB_MAGIC = 0xbeefc0de;
+const LMDB_DATA_VERSION = 2;
+const LMDB_P_META = 0x08;
+const META_MAGIC = 0;
+const META_VERSION = 4;
+const META_PSIZE = 24;
+const META_LAST_PG = 120;
+const META_TXNID = 128;
+
+/**
+ * Refuses an index whose data.mdb LMDB could not open without crashing the process: empty,
+ * shorter than its two meta pages, a first meta page that is not one, or a file shorter than
+ * the last page its newest meta page says is in use (a truncated file: reading the missing
+ * pages through the memory map raises SIGBUS). A missing file is left to LMDB (a new index).
+ */
+export function checkDataFile(dir: string): void {
+  const file = `${dir}/data.mdb`;
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw fromSystemError(err, `opening ${file}`);
+  }
+  const bad = (why: string): SnapfsError =>
+    new CorruptDataError(`index ${file} is damaged (${why}); run 'snapfs repair index' to rebuild it from the packs`);
+  try {
+    const size = fstatSync(fd).size;
+    if (size === 0) throw bad('empty file');
+    const head = Buffer.alloc(Math.min(size, 2 * 65536));
+    readSync(fd, head, 0, head.length, 0);
+    if (head.length < LMDB_PAGE_HEADER + META_TXNID + 8) throw bad(`only ${size} bytes`);
+    const flags = head.readUInt16LE(18);
+    const m0 = LMDB_PAGE_HEADER;
+    if (!(flags & LMDB_P_META) || head.readUInt32LE(m0 + META_MAGIC) !== LMDB_MAGIC) throw bad('no LMDB meta page at its start');
+    if ((head.readUInt32LE(m0 + META_VERSION) & 0xffff) !== LMDB_DATA_VERSION) throw bad('unknown LMDB data format version');
+    const psize = head.readUInt32LE(m0 + META_PSIZE);
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1)) !== 0) throw bad(`implausible page size ${psize}`);
+    if (size < 2 * psize) throw bad(`truncated: ${size} bytes, shorter than its two meta pages`);
+    let lastPg = -1n;
+    let txnid = -1n;
+    for (const base of [0, psize >> 1, psize]) {
+      const m = base + LMDB_PAGE_HEADER;
+      if (base !== 0 && head.readUInt32LE(m + META_PSIZE) !== psize) {
+        if (base === psize) throw bad('second meta page is damaged');
+        continue; // the half-page meta of overlapping sync is not always there
+      }
+      const t = head.readBigUInt64LE(m + META_TXNID);
+      if (t >= txnid) {
+        txnid = t;
+        lastPg = head.readBigUInt64LE(m + META_LAST_PG);
+      }
+    }
+    if (lastPg < 1n || (lastPg + 1n) * BigInt(psize) > BigInt(Number.MAX_SAFE_INTEGER)) throw bad('implausible meta page');
+    const needed = Number((lastPg + 1n) * BigInt(psize));
+    if (size < needed) throw bad(`truncated: ${size} bytes, its last page ends at ${needed}`);
+  } finally {
+    closeSync(fd);
   }
 }
 
