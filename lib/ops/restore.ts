@@ -154,8 +154,14 @@ class Restorer {
         this.stats.bytes += data.length;
       }
       await fh.truncate(e.size);
+    } catch (err) {
+      // A damaged chunk (or a full disk) must not leave a file that looks restored but
+      // holds zeros where the data should be: the failed file is removed.
+      await fh.close().catch(() => undefined);
+      await fs.unlink(dest).catch(() => undefined);
+      throw err;
     } finally {
-      await fh.close();
+      await fh.close().catch(() => undefined);
     }
     this.stats.files++;
   }
