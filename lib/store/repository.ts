@@ -93,10 +93,22 @@ export class Repository {
       raw = await fs.readFile(layout.config);
     } catch (err) {
       const code = errnoCode(err);
-      if (code === 'ENOENT' || code === 'ENOTDIR') throw new SnapfsError('NOT_A_REPOSITORY', `${root}: not a snapfs repository (no config.json)`);
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        if (await looksLikeRepository(layout)) {
+          throw new SnapfsError('CORRUPT_DATA', `${root}: config.json is missing, but the directory holds a snapfs repository (packs/, snapshots/): ${CONFIG_IS_THE_KEY}`);
+        }
+        throw new SnapfsError('NOT_A_REPOSITORY', `${root}: not a snapfs repository (no config.json)`);
+      }
       throw fromSystemError(err, `reading ${layout.config}`);
     }
-    return { layout, config: decodeConfig(raw, layout.config) };
+    try {
+      return { layout, config: decodeConfig(raw, layout.config) };
+    } catch (err) {
+      if (err instanceof SnapfsError && err.code === 'NOT_A_REPOSITORY' && (await looksLikeRepository(layout))) {
+        throw new SnapfsError('CORRUPT_DATA', `${err.message}; the directory holds a snapfs repository (packs/, snapshots/), so config.json is damaged: ${CONFIG_IS_THE_KEY}`, { cause: err });
+      }
+      throw err;
+    }
   }
 
   static async open(root: string, opts: { readOnly?: boolean } = {}): Promise<Repository> {
@@ -169,4 +181,20 @@ export class WriteSession {
       await this.lock.release();
     }
   }
+}
+
+const CONFIG_IS_THE_KEY =
+  'it holds the secret that keys every blob id, without which no stored data can be verified or read; ' +
+  'put back a copy of config.json from this repository (no other repository\'s will do)';
+
+/** A directory with the repository's own subdirectories, so a lost config.json is damage. */
+async function looksLikeRepository(layout: RepoLayout): Promise<boolean> {
+  for (const d of [layout.packs, layout.snapshots]) {
+    try {
+      if (!(await fs.stat(d)).isDirectory()) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
 }
