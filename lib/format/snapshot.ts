@@ -58,6 +58,18 @@ export function encodeSnapshot(rec: SnapshotRecord): Buffer {
 }
 
 const HEX32 = /^[0-9a-f]{32}$/;
+const DATE_NAME = /^\d{4}-\d{2}-\d{2}(_\d+)?$/;
+const SOURCE_COMPONENT = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
+
+/**
+ * Whether `name` is a valid source name: '/'-separated components of letters, digits, '.',
+ * '_', '+' and '-' that start with a letter or digit and are neither 'last' nor a date. Source
+ * names become directories (in the mount, and under TARGET in a restore of all sources), so a
+ * record read from disk is held to the same rule as a name given on the command line.
+ */
+export function isValidSourceName(name: string): boolean {
+  return name.split('/').every((p) => SOURCE_COMPONENT.test(p) && p !== 'last' && !DATE_NAME.test(p) && p.length <= 128);
+}
 
 export function decodeSnapshot(buf: Buffer, what: string): SnapshotRecord {
   let v: unknown;
@@ -76,9 +88,9 @@ export function decodeSnapshot(buf: Buffer, what: string): SnapshotRecord {
     throw new CorruptDataError(`${what}: written by a newer snapfs (snapshot format ${r.version})`);
   }
   if (typeof r.id !== 'string' || !HEX32.test(r.id)) fail('id');
-  if (typeof r.source !== 'string' || r.source.length === 0) fail('source');
+  if (typeof r.source !== 'string' || !isValidSourceName(r.source)) fail('source');
   if (typeof r.time !== 'string' || Number.isNaN(Date.parse(r.time))) fail('time');
-  if (typeof r.name !== 'string' || !/^\d{4}-\d{2}-\d{2}(_\d+)?$/.test(r.name)) fail('name');
+  if (typeof r.name !== 'string' || !DATE_NAME.test(r.name)) fail('name');
   if (typeof r.root !== 'string' || !HEX32.test(r.root)) fail('root');
   if (r.parent !== null && (typeof r.parent !== 'string' || !HEX32.test(r.parent))) fail('parent');
   if (!Number.isSafeInteger(r.generation) || r.generation < 1) fail('generation');

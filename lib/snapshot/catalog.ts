@@ -1,26 +1,22 @@
 // Naming and finding snapshots: sources, per-date names (2026-11-28, 2026-11-28_2, ...),
 // `last`, and the SOURCE@SNAP[:PATH] notation of the command line.
 
-import { SnapshotRecord, localDate } from '../format/snapshot.js';
+import { SnapshotRecord, isValidSourceName, localDate } from '../format/snapshot.js';
 import { SnapshotStore } from '../store/snapshot-store.js';
 import { SnapfsError } from '../errors.js';
 
 const DATE_NAME = /^\d{4}-\d{2}-\d{2}(_\d+)?$/;
-const COMPONENT = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
 /**
  * A source name nests in the mount (MNT/10.0.0.5/mail/imap/...), so its components must
  * be plain names that can never be confused with a snapshot directory or `last`.
  */
 export function validateSourceName(name: string): string {
-  const parts = name.split('/');
-  for (const p of parts) {
-    if (!COMPONENT.test(p) || p === 'last' || DATE_NAME.test(p) || p.length > 128) {
-      throw new SnapfsError(
-        'INVALID_ARGUMENT',
-        `invalid source name ${JSON.stringify(name)}: components must be letters, digits, '.', '_', '+' or '-', and not 'last' or a date`,
-      );
-    }
+  if (!isValidSourceName(name)) {
+    throw new SnapfsError(
+      'INVALID_ARGUMENT',
+      `invalid source name ${JSON.stringify(name)}: components must be letters, digits, '.', '_', '+' or '-', and not 'last' or a date`,
+    );
   }
   return name;
 }
