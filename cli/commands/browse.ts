@@ -8,6 +8,7 @@ import { FileReader } from '../../lib/read/file-reader.js';
 import { idFromHex } from '../../lib/format/blob-id.js';
 import { EntryKind, TreeEntry } from '../../lib/format/tree.js';
 import { SnapfsError } from '../../lib/errors.js';
+import { EXIT_BY_CODE } from '../exit-codes.js';
 
 const KIND_CHAR: Record<EntryKind, string> = {
   [EntryKind.File]: '-',
@@ -52,15 +53,18 @@ export function register(y: Argv): Argv {
       (a) => a.positional('repo', { type: 'string', demandOption: true }).option('source', { type: 'string' }).option('json', { type: 'boolean', default: false }),
       async (argv) => {
         const out = new Output({ json: argv.json });
-        const records = await withRepository(argv.repo, async (repo) => {
-          const all = await new SnapshotCatalog(repo.snapshots).all();
-          return argv.source ? all.filter((r) => r.source === argv.source) : all;
+        const { records, damaged } = await withRepository(argv.repo, async (repo) => {
+          const loaded = await repo.snapshots.load();
+          return { records: argv.source ? loaded.records.filter((r) => r.source === argv.source) : loaded.records, damaged: loaded.damaged };
         }, true);
         for (const r of records) {
           out.info(`${r.id.slice(0, 12)}  ${r.source}@${r.name}  ${r.time}  ${r.stats.files} files  ${formatBytes(r.stats.bytesTotal)}${r.partial ? '  (partial)' : ''}`);
         }
         if (records.length === 0) out.info('no snapshots');
-        out.json({ snapshots: records });
+        // A record that cannot be read hides a snapshot: say so rather than list less.
+        for (const d of damaged) out.warn(`unreadable snapshot record: ${d.error} (run 'snapfs check')`);
+        out.json(damaged.length > 0 ? { snapshots: records, damaged } : { snapshots: records });
+        if (damaged.length > 0) process.exitCode = EXIT_BY_CODE.CORRUPT_DATA;
       },
     )
     .command(

@@ -4,7 +4,6 @@
 import path from 'node:path';
 import { SnapshotRecord, localDate } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
-import { SnapshotCatalog } from '../snapshot/catalog.js';
 import { RestoreStats, requireEmptyTarget, restore } from './restore.js';
 import { SnapfsError, isSnapfsError } from '../errors.js';
 
@@ -39,11 +38,15 @@ export async function restoreAllSources(repo: Repository, date: string, target: 
   }
   const targetAbs = path.resolve(target);
   await requireEmptyTarget(targetAbs);
-  const catalog = new SnapshotCatalog(repo.snapshots);
-  const all = await catalog.all();
-  if (all.length === 0) throw new SnapfsError('SNAPSHOT_NOT_FOUND', 'the repository has no snapshots');
+  const { records: all, damaged } = await repo.snapshots.load();
+  if (all.length === 0 && damaged.length === 0) throw new SnapfsError('SNAPSHOT_NOT_FOUND', 'the repository has no snapshots');
   const sources = [...new Set(all.map((r) => r.source))].sort();
   const result: RestoreAllResult = { date, target: targetAbs, sources: [] };
+  // An unreadable record may be the only snapshot of a source: the recovery is incomplete,
+  // and the result must say so rather than leave that source out without a word.
+  for (const d of damaged) {
+    result.sources.push({ source: `(unreadable record ${path.basename(d.file)})`, status: 'failed', message: `unreadable snapshot record: ${d.error}` });
+  }
   for (const source of sources) {
     const out: SourceRestore = { source, status: 'skipped' };
     result.sources.push(out);
