@@ -1,0 +1,491 @@
+/**
+ * Typed loader for the snapfs_fuse N-API addon (native/src/fuse_ll.c): a binding
+ * to libfuse 2.9's LOW-LEVEL (inode-based) API.
+ *
+ * Compared with fuse-native it passes names as raw bytes (Buffer), node ids and
+ * inode numbers as 64-bit bigints, times as bigint nanoseconds, and timeouts per
+ * entry. libfuse is loaded at run time: the system's libfuse.so.2 if present,
+ * else the copy shipped in fuse-shared-library-linux.
+ *
+ * Model: every request reaches a handler with a request handle; the handler
+ * answers whenever it likes (synchronously or later) with exactly one reply*
+ * call. Nothing waits for JS, so any number of requests can be in flight.
+ *  - A second reply on the same handle throws (code ERR_FUSE_ALREADY_REPLIED);
+ *    something that is not a request handle throws a TypeError.
+ *  - Replies return true when the kernel took the answer, false when it was
+ *    dropped: the request was interrupted (for replyOpen: then no release will
+ *    follow), or the session has ended (at the end every unanswered request is
+ *    answered with EIO by C, and later replies are ignored, not errors).
+ *  - A handler that throws or rejects gets its request answered with the
+ *    error's errno (err.code 'ENOENT' etc. or Node's negative err.errno), else
+ *    EIO; config.onError sees it (default: errors without an errno code are
+ *    printed to stderr).
+ *  - A request handle garbage-collected without a reply is answered with EIO.
+ *
+ * Answered in C, without JS: forget (no reply exists; handlers.forget only
+ * observes it), every write operation (EROFS), and setattr: one that sets
+ * nothing but the access time is a no-op answered by your getattr handler
+ * (reply with replyAttr as usual), anything else is EROFS.
+ */
+import { createRequire } from 'node:module';
+import { readdirSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { projectRoot } from './native.js';
+
+declare const requestBrand: unique symbol;
+/** Opaque request handle; valid until one reply* call consumes it. */
+export interface FuseRequest {
+  readonly [requestBrand]: true;
+}
+
+export interface FuseAttr {
+  /** st_ino as users see it (stat, ls -i); may differ from the node id. */
+  ino: bigint;
+  /** File type and permission bits (S_IFREG | 0o644, ...). */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** Device number for character/block devices; default 0. */
+  rdev?: number;
+  size: number;
+  /** Preferred I/O size; default 0 (the kernel then uses its own). */
+  blksize?: number;
+  /** 512-byte units; default ceil(size / 512). */
+  blocks?: number;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+export interface FuseEntry {
+  /**
+   * Node id: the kernel's identity of the inode, what later requests name it
+   * by. Distinct objects must have distinct node ids (two directories sharing
+   * one are one inode to the kernel). 1n is the root (FUSE_ROOT_ID). For a
+   * negative entry ("no such name", cached) use replyNoEntry.
+   */
+  ino: bigint;
+  /** With ino, identifies the object for NFS export; default 0. */
+  generation?: number;
+  attr: FuseAttr;
+  /** Seconds (fractional ok) the kernel may cache attr. */
+  attrTimeout: number;
+  /** Seconds (fractional ok) the kernel may cache the name -> node id binding. */
+  entryTimeout: number;
+}
+
+export interface FuseDirent {
+  /** Raw bytes, no '/' or NUL. */
+  name: Buffer;
+  /** d_ino shown by readdir (ls -i without stat): use the st_ino, not the node id. */
+  ino: bigint;
+  /** Only the type bits (S_IFMT) matter. */
+  mode: number;
+  /** Offset of the entry AFTER this one: the kernel passes it back to continue. Must be > 0. */
+  nextOffset: number;
+}
+
+export interface FuseStatfs {
+  bsize: number;
+  /** Default bsize. */
+  frsize?: number;
+  blocks: number;
+  bfree?: number;
+  bavail?: number;
+  files: number;
+  ffree?: number;
+  /** Default 255. */
+  namemax?: number;
+}
+
+export interface OpenOptions {
+  /** Keep the page cache from earlier opens (right for immutable content). */
+  keepCache?: boolean;
+  /** Bypass the page cache: every read(2) becomes a FUSE read. */
+  directIo?: boolean;
+  nonseekable?: boolean;
+}
+
+type Result = void | Promise<void>;
+
+/**
+ * Request handlers. Offsets, sizes and file handles are numbers (fh is what you
+ * gave replyOpen); node ids are bigints.
+ */
+export interface LowLevelHandlers {
+  /** Reply: replyEntry (or replyErr ENOENT, or a negative entry). */
+  lookup(req: FuseRequest, parent: bigint, name: Buffer): Result;
+  /** The kernel dropped nlookup references to ino. Nothing to reply. */
+  forget?(ino: bigint, nlookup: number): void;
+  /** Reply: replyAttr. Also answers an atime-only setattr. */
+  getattr(req: FuseRequest, ino: bigint): Result;
+  /** Reply: replyReadlink. Absent: ENOSYS. */
+  readlink?(req: FuseRequest, ino: bigint): Result;
+  /** Reply: replyOpen. Absent: every open succeeds with fh 0. */
+  open?(req: FuseRequest, ino: bigint, flags: number): Result;
+  /** Reply: replyBuf with at most size bytes (fewer only at end of file). */
+  read?(req: FuseRequest, ino: bigint, size: number, offset: number, fh: number): Result;
+  /** Reply: replyErr(req, 0). Absent: answered by libfuse. */
+  release?(req: FuseRequest, ino: bigint, fh: number): Result;
+  /** Reply: replyOpen. Absent: succeeds with fh 0. */
+  opendir?(req: FuseRequest, ino: bigint, flags: number): Result;
+  /** Reply: replyDirents (offset 0 = start; else a nextOffset you gave). Include '.' and '..' yourself. */
+  readdir(req: FuseRequest, ino: bigint, size: number, offset: number, fh: number): Result;
+  /** Reply: replyErr(req, 0). */
+  releasedir?(req: FuseRequest, ino: bigint, fh: number): Result;
+  /** Reply: replyStatfs. Absent: libfuse's defaults. */
+  statfs?(req: FuseRequest, ino: bigint): Result;
+  /** size 0: replyXattrSize(value length); else replyBuf(value) or ERANGE if it exceeds size. Missing: ENODATA. */
+  getxattr?(req: FuseRequest, ino: bigint, name: Buffer, size: number): Result;
+  /** Names NUL-terminated and concatenated; same size protocol as getxattr. */
+  listxattr?(req: FuseRequest, ino: bigint, size: number): Result;
+  /** Reply: replyErr(req, 0 or EACCES). Not called with default_permissions. */
+  access?(req: FuseRequest, ino: bigint, mask: number): Result;
+}
+
+export interface MountConfig {
+  /** libfuse.so path tried first (also env SNAPFS_LIBFUSE). Only the first mount in a process loads it. */
+  libfuse?: string;
+  /** Let the kernel export this mount over NFS: lookups of '.' and '..' then reach lookup. */
+  exportSupport?: boolean;
+  /** Called for every handler that throws or rejects (after the request was answered). */
+  onError?(err: unknown, op: string): void;
+}
+
+export interface UnmountOptions {
+  /** MNT_DETACH: detach now; the session ends when the last user leaves (requests keep being served until then). */
+  lazy?: boolean;
+  /** Detach, then end the session at once: unanswered requests get EIO, processes still using the mount get ENOTCONN. */
+  force?: boolean;
+}
+
+export interface FuseSession {
+  /** Absolute path. */
+  readonly mountpoint: string;
+  /** Resolves when the session has ended, however that happened (unmount(), `umount` by someone else, ...). */
+  readonly closed: Promise<void>;
+  readonly isClosed: boolean;
+  /**
+   * Plain: umount2(mountpoint, 0), rejecting with an fs-style error (code
+   * 'EBUSY' while anything uses the mount, 'EPERM' when not root); resolves
+   * once the session has ended. See UnmountOptions for lazy and force.
+   */
+  unmount(opts?: UnmountOptions): Promise<void>;
+}
+
+interface Binding {
+  load(paths: string[]): string;
+  mount(mountpoint: string, options: string, handlerMask: number, exportSupport: boolean,
+    dispatch: (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown) => void): object;
+  stop(session: object): boolean;
+  umount(path: string, lazy: boolean): Promise<void>;
+  replyErr(req: FuseRequest, errno: number): boolean;
+  replyErrIfPending(req: FuseRequest, errno: number): boolean;
+  replyEntry(req: FuseRequest, entry: FuseEntry | { ino: 0n; entryTimeout: number }): boolean;
+  replyAttr(req: FuseRequest, attr: FuseAttr, timeout: number): boolean;
+  replyReadlink(req: FuseRequest, target: Uint8Array): boolean;
+  replyOpen(req: FuseRequest, fh: number, flags: number): boolean;
+  replyBuf(req: FuseRequest, data: Uint8Array): boolean;
+  replyXattrSize(req: FuseRequest, size: number): boolean;
+  replyStatfs(req: FuseRequest, s: FuseStatfs): boolean;
+  replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[]): number;
+}
+
+let binding: Binding | undefined;
+
+function native(): Binding {
+  if (binding) return binding;
+  const file = join(projectRoot(), 'native', 'build', 'Release', 'snapfs_fuse.node');
+  try {
+    binding = createRequire(import.meta.url)(file) as Binding;
+  } catch (err) {
+    throw new Error(`snapfs: cannot load FUSE addon ${file} (build it with \`npm install\` ` +
+      `or \`npx node-gyp rebuild --directory native\`): ${(err as Error).message}`, { cause: err });
+  }
+  return binding;
+}
+
+/** The libfuse.so that fuse-shared-library-linux ships, or undefined if that package is absent. */
+export function shippedLibfuse(): string | undefined {
+  try {
+    const pkg = createRequire(import.meta.url).resolve('fuse-shared-library-linux/package.json');
+    return join(dirname(pkg), 'libfuse', 'lib', 'libfuse.so');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Loads libfuse 2 (once per process) and returns the path that was loaded:
+ * `first` (or env SNAPFS_LIBFUSE) if given, else the system's libfuse.so.2,
+ * else the shipped copy. Throws (code ERR_FUSE_NOT_LOADED) listing why each failed.
+ */
+export function loadLibfuse(first?: string): string {
+  const paths = [first ?? process.env.SNAPFS_LIBFUSE, 'libfuse.so.2', shippedLibfuse()]
+    .filter((p): p is string => !!p);
+  return native().load(paths);
+}
+
+const OP = {
+  LOOKUP: 0, FORGET: 1, GETATTR: 2, READLINK: 3, OPEN: 4, READ: 5, RELEASE: 6, OPENDIR: 7,
+  READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, CLOSED: 31,
+} as const;
+
+const OP_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(OP).map(([k, v]) => [v, k.toLowerCase()]));
+
+const OPTIONAL: Array<[keyof LowLevelHandlers, number]> = [
+  ['forget', OP.FORGET], ['readlink', OP.READLINK], ['open', OP.OPEN], ['read', OP.READ],
+  ['release', OP.RELEASE], ['opendir', OP.OPENDIR], ['readdir', OP.READDIR],
+  ['releasedir', OP.RELEASEDIR], ['statfs', OP.STATFS], ['getxattr', OP.GETXATTR],
+  ['listxattr', OP.LISTXATTR], ['access', OP.ACCESS],
+];
+
+/** High-level (fuse.c) options that libfuse's low-level API rejects, and what to do instead. */
+const HIGH_LEVEL_ONLY: Record<string, string> = {
+  noforget: 'node ids are yours: keep them stable and ignore forget (or count lookups)',
+  use_ino: 'attr.ino is always used',
+  readdir_ino: 'set each dirent ino',
+  kernel_cache: 'replyOpen(req, fh, { keepCache: true })',
+  auto_cache: 'replyOpen(req, fh, { keepCache }) per open',
+  direct_io: 'replyOpen(req, fh, { directIo: true })',
+  attr_timeout: 'attrTimeout per entry / replyAttr timeout',
+  entry_timeout: 'entryTimeout per entry',
+  negative_timeout: 'replyNoEntry(req, entryTimeout) for a cached negative entry',
+  ac_attr_timeout: 'keepCache per open',
+  hard_remove: 'not applicable',
+  nopath: 'not applicable',
+  intr: 'not applicable',
+  intr_signal: 'not applicable',
+  umask: 'set mode in attrs',
+  uid: 'set uid in attrs',
+  gid: 'set gid in attrs',
+  modules: 'not supported',
+};
+
+const E = osConstants.errno as Record<string, number>;
+
+function errnoOf(e: unknown): number | undefined {
+  if (e && typeof e === 'object') {
+    const { code, errno } = e as { code?: unknown; errno?: unknown };
+    if (typeof code === 'string' && typeof E[code] === 'number') return E[code];
+    if (typeof errno === 'number' && errno !== 0 && Math.abs(errno) < 4096) return Math.abs(errno);
+  }
+  return undefined;
+}
+
+function defaultOnError(err: unknown, op: string): void {
+  if (errnoOf(err) === undefined) console.error(`snapfs fuse: ${op} handler failed:`, err);
+}
+
+function sysError(code: string, syscall: string, path: string, message: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${syscall} '${path}': ${code}: ${message}`),
+    { code, errno: -(E[code] ?? E.EIO), syscall, path });
+}
+
+/** Refuses an unusable mountpoint with a clear error before libfuse does (it only prints to stderr). */
+function checkMountpoint(mnt: string, options: readonly string[]): void {
+  let st;
+  try {
+    st = statSync(mnt);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    if (code === 'ENOTCONN') {
+      throw sysError(code, 'mount', mnt, 'a stale FUSE mount (its server died) is in the way; ' +
+        'unmount it first (umount -l)');
+    }
+    throw sysError(code, 'mount', mnt, `cannot use the mountpoint: ${(err as Error).message}`);
+  }
+  if (!st.isDirectory()) throw sysError('ENOTDIR', 'mount', mnt, 'the mountpoint is not a directory');
+  if (!options.includes('nonempty') && readdirSync(mnt).length > 0) {
+    throw sysError('ENOTEMPTY', 'mount', mnt, "the mountpoint is not empty (libfuse 2 needs the 'nonempty' option)");
+  }
+}
+
+/**
+ * Mounts a read-only low-level FUSE filesystem at mountpoint and serves it on a
+ * dedicated thread; requests reach `handlers` on the JS thread. options are
+ * mount/libfuse options without '-o', e.g. ['ro', 'default_permissions',
+ * 'fsname=snapfs', 'subtype=snapfs', 'allow_other'] (also 'debug', 'max_background=N').
+ * Throws an fs-style Error (code, errno, syscall, path) on failure; libfuse may
+ * print details on stderr. The session keeps the process alive until it ends;
+ * if the process exits with it still mounted, the mount is lazily detached.
+ */
+export function mountLowLevel(mountpoint: string, options: readonly string[], handlers: LowLevelHandlers,
+  config: MountConfig = {}): FuseSession {
+  for (const o of options) {
+    if (typeof o !== 'string' || o === '' || o.includes(',')) {
+      throw new TypeError(`FUSE option ${JSON.stringify(o)}: each option must be a non-empty string without ','`);
+    }
+    const key = o.split('=')[0]!;
+    if (Object.hasOwn(HIGH_LEVEL_ONLY, key)) {
+      throw Object.assign(new Error(`FUSE option '${o}' belongs to libfuse's high-level API; ` +
+        `with the low-level API: ${HIGH_LEVEL_ONLY[key]}`), { code: 'ERR_FUSE_OPTION' });
+    }
+  }
+  for (const k of ['lookup', 'getattr', 'readdir'] as const) {
+    if (typeof handlers[k] !== 'function') throw new TypeError(`handlers.${k} must be a function`);
+  }
+  const b = native();
+  loadLibfuse(config.libfuse);
+  const mnt = resolve(mountpoint);
+  checkMountpoint(mnt, options);
+
+  let mask = (1 << OP.LOOKUP) | (1 << OP.GETATTR);
+  for (const [k, op] of OPTIONAL) if (typeof handlers[k] === 'function') mask |= 1 << op;
+
+  const onError = config.onError ?? defaultOnError;
+  let isClosed = false;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+
+  const fail = (req: FuseRequest | undefined, op: number, err: unknown): void => {
+    if (req) b.replyErrIfPending(req, errnoOf(err) ?? E.EIO!);
+    try {
+      onError(err, OP_NAMES[op] ?? String(op));
+    } catch {
+      // a failing error reporter must not take the mount down
+    }
+  };
+
+  const h = handlers;
+  const dispatch = (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown): void => {
+    let r: Result;
+    try {
+      switch (op) {
+        case OP.LOOKUP: r = h.lookup(req!, ino, x as Buffer); break;
+        case OP.FORGET: h.forget?.(ino, x as number); return;
+        case OP.GETATTR: r = h.getattr(req!, ino); break;
+        case OP.READLINK: r = h.readlink!(req!, ino); break;
+        case OP.OPEN: r = h.open!(req!, ino, x as number); break;
+        case OP.READ: r = h.read!(req!, ino, x as number, y as number, z as number); break;
+        case OP.RELEASE: r = h.release!(req!, ino, x as number); break;
+        case OP.OPENDIR: r = h.opendir!(req!, ino, x as number); break;
+        case OP.READDIR: r = h.readdir(req!, ino, x as number, y as number, z as number); break;
+        case OP.RELEASEDIR: r = h.releasedir!(req!, ino, x as number); break;
+        case OP.STATFS: r = h.statfs!(req!, ino); break;
+        case OP.GETXATTR: r = h.getxattr!(req!, ino, x as Buffer, y as number); break;
+        case OP.LISTXATTR: r = h.listxattr!(req!, ino, x as number); break;
+        case OP.ACCESS: r = h.access!(req!, ino, x as number); break;
+        case OP.CLOSED:
+          isClosed = true;
+          if (x) fail(undefined, op, sysError(Object.keys(E).find((k) => E[k] === x) ?? 'EIO', 'read', '/dev/fuse', 'the FUSE loop failed'));
+          resolveClosed();
+          return;
+        default:
+          if (req) b.replyErrIfPending(req, E.ENOSYS!);
+          return;
+      }
+    } catch (err) {
+      fail(req, op, err);
+      return;
+    }
+    if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(undefined, (err) => fail(req, op, err));
+  };
+
+  let handle: object;
+  try {
+    handle = b.mount(mnt, options.join(','), mask, !!config.exportSupport, dispatch);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.syscall === 'fuse_mount' || e.syscall === 'fuse_lowlevel_new') {
+      e.message += e.syscall === 'fuse_lowlevel_new'
+        ? ' (an option neither the kernel nor libfuse knows; libfuse printed it on stderr)'
+        : ' (libfuse printed the reason on stderr)';
+    }
+    throw e;
+  }
+
+  const session: FuseSession = {
+    mountpoint: mnt,
+    closed,
+    get isClosed() {
+      return isClosed;
+    },
+    async unmount(opts: UnmountOptions = {}): Promise<void> {
+      if (isClosed) return;
+      const force = !!opts.force;
+      try {
+        await b.umount(mnt, force || !!opts.lazy);
+      } catch (err) {
+        // EINVAL: no longer a mount point (unmounted behind our back): the session ends by itself
+        if (isClosed) return;
+        if (!force && (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      }
+      if (force) b.stop(handle);
+      await closed;
+    },
+  };
+  return session;
+}
+
+const flagsOf = (o: OpenOptions): number => (o.keepCache ? 1 : 0) | (o.directIo ? 2 : 0) | (o.nonseekable ? 4 : 0);
+
+function errnoArg(errno: number | string): number {
+  if (typeof errno === 'number') return errno;
+  const n = E[errno];
+  if (typeof n !== 'number') throw new TypeError(`unknown errno code ${JSON.stringify(errno)}`);
+  return n;
+}
+
+/** Error answer: an errno number (e.g. 2) or code ('ENOENT'). 0 is success (release, releasedir, access). */
+export function replyErr(req: FuseRequest, errno: number | string): boolean {
+  return native().replyErr(req, errnoArg(errno));
+}
+
+/** Success without data: release, releasedir, access. */
+export function replyOk(req: FuseRequest): boolean {
+  return native().replyErr(req, 0);
+}
+
+/** lookup answer. Each positive reply adds one kernel reference to entry.ino (given back via forget). */
+export function replyEntry(req: FuseRequest, entry: FuseEntry): boolean {
+  return native().replyEntry(req, entry);
+}
+
+/** Negative lookup answer cached for entryTimeout seconds (cheaper than ENOENT for immutable trees). */
+export function replyNoEntry(req: FuseRequest, entryTimeout: number): boolean {
+  return native().replyEntry(req, { ino: 0n, entryTimeout });
+}
+
+/** getattr answer; timeoutSec: how long the kernel may cache it. */
+export function replyAttr(req: FuseRequest, attr: FuseAttr, timeoutSec: number): boolean {
+  return native().replyAttr(req, attr, timeoutSec);
+}
+
+/** readlink answer: the target's raw bytes (no NUL, at most 4096). */
+export function replyReadlink(req: FuseRequest, target: Uint8Array): boolean {
+  return native().replyReadlink(req, target);
+}
+
+/** open/opendir answer. fh (a safe integer) comes back in read/readdir/release. */
+export function replyOpen(req: FuseRequest, fh: number, opts: OpenOptions = {}): boolean {
+  return native().replyOpen(req, fh, flagsOf(opts));
+}
+
+/** Data answer for read, getxattr and listxattr; the bytes are written to the kernel straight from `data`. */
+export function replyBuf(req: FuseRequest, data: Uint8Array): boolean {
+  return native().replyBuf(req, data);
+}
+
+/** Size answer for getxattr/listxattr with size 0. */
+export function replyXattrSize(req: FuseRequest, size: number): boolean {
+  return native().replyXattrSize(req, size);
+}
+
+export function replyStatfs(req: FuseRequest, s: FuseStatfs): boolean {
+  return native().replyStatfs(req, s);
+}
+
+/**
+ * readdir answer: packs entries in order until `size` bytes are full, replies,
+ * and returns how many were packed (the rest belong to the next readdir, which
+ * arrives with the last packed entry's nextOffset). An empty array (or 0
+ * packed) means end of directory. A malformed entry throws a TypeError and
+ * nothing is sent. Returns 0 when the session has ended.
+ */
+export function replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[]): number {
+  return native().replyDirents(req, size, entries);
+}

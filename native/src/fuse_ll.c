@@ -1,0 +1,1413 @@
+/*
+ * snapfs_fuse: N-API binding to libfuse 2.9's low-level (inode-based) API.
+ *
+ * libfuse is not linked: it is dlopen()ed at run time (load()), and only the
+ * functions listed in FL_SYMBOLS are looked up, so the addon loads on machines
+ * without libfuse and can use the copy shipped in fuse-shared-library-linux.
+ *
+ * Threads and ownership
+ * ---------------------
+ * Each mount has one loop thread that reads requests from /dev/fuse and lets
+ * libfuse decode them. The low-level callbacks never block and never reply
+ * (except for operations answered in C: forget, the EROFS write operations and
+ * setattr other than atime-only): they copy their arguments into a heap
+ * fl_item, link it into the session's pending list and queue it to JS with a
+ * thread-safe function. On the JS thread the item is wrapped in a type-tagged
+ * napi_external (the request handle) and passed to the JS dispatcher. JS
+ * answers whenever it likes by calling a reply function with the handle; the
+ * reply goes straight to libfuse (fuse_reply_* may be called from any thread).
+ *
+ * A request handle is answered at most once: its item records PENDING / DONE /
+ * DEAD. A second reply throws; a reply after the session ended (when C has
+ * already answered every pending request with EIO) is dropped and returns
+ * false. A handle garbage-collected while still pending is answered with EIO.
+ *
+ * The loop polls /dev/fuse together with a wake-up pipe, so stop() ends it
+ * promptly even while the kernel mount is busy. When it ends (unmounted:
+ * ENODEV; or stopped), it queues a CLOSED item behind every request it queued.
+ * On the JS thread that item tears the session down: join the thread, answer
+ * still-pending requests with EIO, destroy the libfuse session (closing
+ * /dev/fuse, which makes the kernel abort anything not yet answered), and tell
+ * JS. The session struct is freed when both the thread-safe function and the
+ * JS session handle are finalized.
+ */
+#include "common.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+/* ------------------------------------------------------------------ */
+/* libfuse, loaded at run time                                         */
+
+#define FL_SYMBOLS(X)            \
+  X(fuse_mount)                  \
+  X(fuse_unmount)                \
+  X(fuse_opt_free_args)          \
+  X(fuse_lowlevel_new)           \
+  X(fuse_session_add_chan)       \
+  X(fuse_session_destroy)        \
+  X(fuse_session_exit)           \
+  X(fuse_session_exited)         \
+  X(fuse_session_receive_buf)    \
+  X(fuse_session_process_buf)    \
+  X(fuse_chan_fd)                \
+  X(fuse_chan_bufsize)           \
+  X(fuse_req_userdata)           \
+  X(fuse_reply_err)              \
+  X(fuse_reply_none)             \
+  X(fuse_reply_entry)            \
+  X(fuse_reply_attr)             \
+  X(fuse_reply_readlink)         \
+  X(fuse_reply_open)             \
+  X(fuse_reply_buf)              \
+  X(fuse_reply_statfs)           \
+  X(fuse_reply_xattr)            \
+  X(fuse_add_direntry)
+
+static struct {
+#define X(name) __typeof__(name) *name;
+  FL_SYMBOLS(X)
+#undef X
+} lf;
+
+static void *lf_handle;
+static char *lf_path;
+
+/* ------------------------------------------------------------------ */
+/* Sessions and request items                                          */
+
+/* Operation codes shared with lib/platform/libfuse.ts. */
+enum {
+  FL_LOOKUP = 0,
+  FL_FORGET = 1,
+  FL_GETATTR = 2,
+  FL_READLINK = 3,
+  FL_OPEN = 4,
+  FL_READ = 5,
+  FL_RELEASE = 6,
+  FL_OPENDIR = 7,
+  FL_READDIR = 8,
+  FL_RELEASEDIR = 9,
+  FL_STATFS = 10,
+  FL_GETXATTR = 11,
+  FL_LISTXATTR = 12,
+  FL_ACCESS = 13,
+  FL_CLOSED = 31
+};
+
+enum { RQ_PENDING = 0, RQ_DONE = 1, RQ_DEAD = 2 };
+
+typedef struct fl_session fl_session;
+
+typedef struct fl_item {
+  struct fl_item *prev, *next; /* session's pending list (requests only) */
+  fl_session *s;
+  fuse_req_t req; /* NULL for forget and closed items */
+  int op;
+  int state; /* written on the JS thread once delivered */
+  uint64_t ino;
+  uint64_t a, b, c; /* per-operation arguments, see fl_call_js */
+  size_t len;       /* bytes used in data */
+  char data[];      /* NUL-terminated name, or forget pairs */
+} fl_item;
+
+struct fl_session {
+  napi_env env;
+  napi_threadsafe_function tsfn;
+  struct fuse_session *se;
+  struct fuse_chan *ch;
+  char *mountpoint;
+  int wake[2];
+  pthread_t thread;
+  bool thread_started;
+  bool torn_down;
+  bool hook_added;
+  bool export_support;
+  fl_item *close_item; /* handed to the loop thread, which queues it */
+  pthread_mutex_t lock; /* guards the pending list */
+  fl_item pending;      /* list head (sentinel) */
+  unsigned refs;        /* tsfn + JS handle; JS thread only */
+  fl_session *live_next; /* all mounted sessions, for atexit */
+  struct fuse_lowlevel_ops ops;
+};
+
+static const napi_type_tag REQ_TAG = {0x736e617066737271ULL, 0x9e3779b97f4a7c15ULL};
+static const napi_type_tag SESSION_TAG = {0x736e617066737373ULL, 0xc2b2ae3d27d4eb4fULL};
+
+/* Mounted sessions, lazily detached if the process exits with them. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static fl_session *live_head;
+static bool atexit_registered;
+
+static void fl_atexit(void) {
+  pthread_mutex_lock(&live_lock);
+  for (fl_session *s = live_head; s; s = s->live_next)
+    umount2(s->mountpoint, MNT_DETACH);
+  pthread_mutex_unlock(&live_lock);
+}
+
+static void live_add(fl_session *s) {
+  pthread_mutex_lock(&live_lock);
+  s->live_next = live_head;
+  live_head = s;
+  pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(fl_session *s) {
+  pthread_mutex_lock(&live_lock);
+  for (fl_session **p = &live_head; *p; p = &(*p)->live_next) {
+    if (*p == s) {
+      *p = s->live_next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&live_lock);
+}
+
+static void list_unlink(fl_session *s, fl_item *it) {
+  pthread_mutex_lock(&s->lock);
+  it->prev->next = it->next;
+  it->next->prev = it->prev;
+  it->prev = it->next = NULL;
+  pthread_mutex_unlock(&s->lock);
+}
+
+/* Takes a pending request out of the session: the caller must answer the
+ * returned fuse_req_t. JS thread only. */
+static fuse_req_t fl_claim(fl_item *it) {
+  fuse_req_t req = it->req;
+  list_unlink(it->s, it);
+  it->state = RQ_DONE;
+  it->req = NULL;
+  return req;
+}
+
+/* ---- callbacks on the loop thread ---- */
+
+static fl_item *item_new(fuse_req_t req, int op, uint64_t ino, size_t extra) {
+  fl_item *it = calloc(1, sizeof *it + extra);
+  if (!it) return NULL;
+  it->req = req;
+  it->op = op;
+  it->ino = ino;
+  it->state = RQ_PENDING;
+  return it;
+}
+
+/* Links a request item into the pending list and hands it to JS. On any
+ * failure the request is answered here. */
+static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
+  if (!it) {
+    lf.fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  it->s = s;
+  pthread_mutex_lock(&s->lock);
+  it->prev = &s->pending;
+  it->next = s->pending.next;
+  s->pending.next->prev = it;
+  s->pending.next = it;
+  pthread_mutex_unlock(&s->lock);
+  if (napi_call_threadsafe_function(s->tsfn, it, napi_tsfn_nonblocking) != napi_ok) {
+    list_unlink(s, it);
+    free(it);
+    lf.fuse_reply_err(req, EIO);
+  }
+}
+
+static void fl_queue(fuse_req_t req, int op, uint64_t ino, uint64_t a, uint64_t b,
+                     uint64_t c, const char *name) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  size_t n = name ? strlen(name) : 0;
+  fl_item *it = item_new(req, op, ino, name ? n + 1 : 0);
+  if (it) {
+    it->a = a;
+    it->b = b;
+    it->c = c;
+    if (name) {
+      memcpy(it->data, name, n + 1);
+      it->len = n;
+    }
+  }
+  fl_submit(s, req, it);
+}
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  fl_session *s = userdata;
+  if (s->export_support && (conn->capable & FUSE_CAP_EXPORT_SUPPORT))
+    conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  fl_queue(req, FL_LOOKUP, parent, 0, 0, 0, name);
+}
+
+static void queue_forgets(fl_session *s, size_t count, const uint64_t *pairs) {
+  fl_item *it = item_new(NULL, FL_FORGET, 0, count * 2 * sizeof(uint64_t));
+  if (!it) return; /* forget is advisory; nothing to answer */
+  it->a = count;
+  memcpy(it->data, pairs, count * 2 * sizeof(uint64_t));
+  if (napi_call_threadsafe_function(s->tsfn, it, napi_tsfn_nonblocking) != napi_ok)
+    free(it);
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, unsigned long nlookup) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  lf.fuse_reply_none(req);
+  uint64_t pair[2] = {ino, nlookup};
+  queue_forgets(s, 1, pair);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t count,
+                            struct fuse_forget_data *forgets) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  uint64_t *pairs = malloc(count * 2 * sizeof(uint64_t) + 1);
+  if (pairs) {
+    for (size_t i = 0; i < count; i++) {
+      pairs[2 * i] = forgets[i].ino;
+      pairs[2 * i + 1] = forgets[i].nlookup;
+    }
+  }
+  lf.fuse_reply_none(req);
+  if (pairs) {
+    queue_forgets(s, count, pairs);
+    free(pairs);
+  }
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  fl_queue(req, FL_GETATTR, ino, 0, 0, 0, NULL);
+}
+
+/* Read-only: only a setattr that changes nothing but the access time is
+ * accepted, as a no-op answered with the current attributes (JS getattr). */
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi) {
+  (void)attr;
+  (void)fi;
+  if ((to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) == 0)
+    fl_queue(req, FL_GETATTR, ino, 0, 0, 0, NULL);
+  else
+    lf.fuse_reply_err(req, EROFS);
+}
+
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
+  fl_queue(req, FL_READLINK, ino, 0, 0, 0, NULL);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fl_queue(req, FL_OPEN, ino, (uint32_t)fi->flags, 0, 0, NULL);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  fl_queue(req, FL_READ, ino, size, (uint64_t)off, fi->fh, NULL);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fl_queue(req, FL_RELEASE, ino, fi->fh, 0, 0, NULL);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fl_queue(req, FL_OPENDIR, ino, (uint32_t)fi->flags, 0, 0, NULL);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi) {
+  fl_queue(req, FL_READDIR, ino, size, (uint64_t)off, fi->fh, NULL);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  fl_queue(req, FL_RELEASEDIR, ino, fi->fh, 0, 0, NULL);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  fl_queue(req, FL_STATFS, ino, 0, 0, 0, NULL);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  fl_queue(req, FL_GETXATTR, ino, size, 0, 0, name);
+}
+
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  fl_queue(req, FL_LISTXATTR, ino, size, 0, 0, NULL);
+}
+
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  fl_queue(req, FL_ACCESS, ino, (uint32_t)mask, 0, 0, NULL);
+}
+
+/* Everything that would modify the filesystem: EROFS, answered at once. */
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev) {
+  (void)parent, (void)name, (void)mode, (void)rdev;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  (void)parent, (void)name, (void)mode;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  (void)parent, (void)name;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+                       const char *name) {
+  (void)link, (void)parent, (void)name;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname) {
+  (void)parent, (void)name, (void)newparent, (void)newname;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+                    const char *newname) {
+  (void)ino, (void)newparent, (void)newname;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+                     off_t off, struct fuse_file_info *fi) {
+  (void)ino, (void)buf, (void)size, (void)off, (void)fi;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi) {
+  (void)parent, (void)name, (void)mode, (void)fi;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                        const char *value, size_t size, int flags) {
+  (void)ino, (void)name, (void)value, (void)size, (void)flags;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  (void)ino, (void)name;
+  lf.fuse_reply_err(req, EROFS);
+}
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+                         off_t length, struct fuse_file_info *fi) {
+  (void)ino, (void)mode, (void)offset, (void)length, (void)fi;
+  lf.fuse_reply_err(req, EROFS);
+}
+
+/* ---- the loop thread ---- */
+
+static void *fl_loop(void *arg) {
+  fl_session *s = arg;
+  int err = 0;
+  size_t bufsize = lf.fuse_chan_bufsize(s->ch);
+  char *buf = malloc(bufsize);
+  int fd = lf.fuse_chan_fd(s->ch);
+  if (!buf) err = ENOMEM;
+  while (buf && !lf.fuse_session_exited(s->se)) {
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = s->wake[0], .events = POLLIN}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    if (p[1].revents) break; /* stop() */
+    if (!p[0].revents) continue;
+    struct fuse_chan *ch = s->ch;
+    struct fuse_buf fb = {.mem = buf, .size = bufsize};
+    int res = lf.fuse_session_receive_buf(s->se, &fb, &ch);
+    if (res == -EINTR || res == -EAGAIN) {
+      /* nothing to read although poll said so: only a dead device does that
+       * repeatedly */
+      if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+        err = EIO;
+        break;
+      }
+      continue;
+    }
+    if (res == 0) break; /* ENODEV: unmounted */
+    if (res < 0) {
+      err = -res;
+      break;
+    }
+    lf.fuse_session_process_buf(s->se, &fb, ch);
+  }
+  free(buf);
+  lf.fuse_session_exit(s->se);
+  /* Queued after every request this thread queued: JS sees them first. */
+  fl_item *close_item = s->close_item;
+  close_item->a = (uint64_t)err;
+  if (napi_call_threadsafe_function(s->tsfn, close_item, napi_tsfn_nonblocking) != napi_ok)
+    free(close_item);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+static void fl_request_stop(fl_session *s) {
+  if (s->torn_down || s->wake[1] < 0) return;
+  ssize_t r;
+  do r = write(s->wake[1], "x", 1);
+  while (r < 0 && errno == EINTR);
+}
+
+static void fl_env_cleanup(void *arg);
+
+/* Ends the session: the loop thread must have ended or be ending (it was
+ * stopped or saw the unmount). Answers every pending request with EIO first:
+ * a fuse_req_t must not outlive its session. JS thread only. */
+static void fl_teardown(fl_session *s, bool from_hook) {
+  if (s->torn_down) return;
+  if (s->thread_started) pthread_join(s->thread, NULL);
+  s->torn_down = true;
+  pthread_mutex_lock(&s->lock);
+  while (s->pending.next != &s->pending) {
+    fl_item *it = s->pending.next;
+    it->prev->next = it->next;
+    it->next->prev = it->prev;
+    it->prev = it->next = NULL;
+    lf.fuse_reply_err(it->req, EIO);
+    it->req = NULL;
+    it->state = RQ_DEAD;
+  }
+  pthread_mutex_unlock(&s->lock);
+  lf.fuse_session_destroy(s->se); /* also destroys the channel: closes /dev/fuse */
+  s->se = NULL;
+  s->ch = NULL;
+  close(s->wake[0]);
+  close(s->wake[1]);
+  s->wake[0] = s->wake[1] = -1;
+  live_remove(s);
+  if (s->hook_added && !from_hook) napi_remove_env_cleanup_hook(s->env, fl_env_cleanup, s);
+  s->hook_added = false;
+}
+
+static void fl_unref(fl_session *s) {
+  if (--s->refs) return;
+  pthread_mutex_destroy(&s->lock);
+  free(s->mountpoint);
+  free(s);
+}
+
+/* The environment is going away (worker exit, process teardown) with the
+ * session still running: detach the mount, stop the loop and tear down
+ * without calling JS. Runs before the tsfn's own cleanup (hooks are LIFO and
+ * ours was added after the tsfn was created), so the thread never calls into
+ * a deleted tsfn. */
+static void fl_env_cleanup(void *arg) {
+  fl_session *s = arg;
+  if (s->torn_down) return;
+  umount2(s->mountpoint, MNT_DETACH);
+  fl_request_stop(s);
+  fl_teardown(s, true);
+}
+
+/* ---- delivery on the JS thread ---- */
+
+static void fl_req_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  fl_item *it = data;
+  if (it->state == RQ_PENDING) lf.fuse_reply_err(fl_claim(it), EIO); /* dropped by JS */
+  free(it);
+}
+
+static void fl_tsfn_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  fl_session *s = data;
+  if (!s->torn_down) fl_teardown(s, false);
+  fl_unref(s);
+}
+
+static void fl_session_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  fl_unref(data);
+}
+
+static bool mk_u64(napi_env env, uint64_t v, napi_value *out) {
+  return napi_create_bigint_uint64(env, v, out) == napi_ok;
+}
+
+static bool mk_num(napi_env env, uint64_t v, napi_value *out) {
+  return napi_create_double(env, (double)v, out) == napi_ok;
+}
+
+static bool mk_bytes(napi_env env, const char *p, size_t n, napi_value *out) {
+  void *unused;
+  return napi_create_buffer_copy(env, n, p, &unused, out) == napi_ok;
+}
+
+static void deliver_request(napi_env env, napi_value js_cb, fl_item *it) {
+  napi_value argv[6], ext, undef;
+  size_t argc = 3;
+  if (napi_get_undefined(env, &undef) != napi_ok ||
+      napi_create_external(env, it, fl_req_finalize, NULL, &ext) != napi_ok) {
+    lf.fuse_reply_err(fl_claim(it), EIO);
+    free(it);
+    return;
+  }
+  /* From here the external owns the item: its finalizer frees it. */
+  if (napi_type_tag_object(env, ext, &REQ_TAG) != napi_ok) {
+    lf.fuse_reply_err(fl_claim(it), EIO);
+    return;
+  }
+  bool ok;
+  ok = napi_create_int32(env, it->op, &argv[0]) == napi_ok && mk_u64(env, it->ino, &argv[2]);
+  argv[1] = ext;
+  switch (it->op) {
+    case FL_LOOKUP:
+      ok = ok && mk_bytes(env, it->data, it->len, &argv[3]);
+      argc = 4;
+      break;
+    case FL_OPEN:
+    case FL_OPENDIR:
+    case FL_RELEASE:
+    case FL_RELEASEDIR:
+    case FL_LISTXATTR:
+    case FL_ACCESS:
+      ok = ok && mk_num(env, it->a, &argv[3]);
+      argc = 4;
+      break;
+    case FL_READ:
+    case FL_READDIR:
+      ok = ok && mk_num(env, it->a, &argv[3]) && mk_num(env, it->b, &argv[4]) &&
+           mk_num(env, it->c, &argv[5]);
+      argc = 6;
+      break;
+    case FL_GETXATTR:
+      ok = ok && mk_bytes(env, it->data, it->len, &argv[3]) && mk_num(env, it->a, &argv[4]);
+      argc = 5;
+      break;
+    default:
+      break;
+  }
+  napi_status st = ok ? napi_call_function(env, undef, js_cb, argc, argv, NULL) : napi_generic_failure;
+  /* The dispatcher catches handler errors itself; if it still failed, the
+   * request must not hang. A pending exception is left to surface. */
+  if (st != napi_ok && it->state == RQ_PENDING) lf.fuse_reply_err(fl_claim(it), EIO);
+}
+
+static void fl_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  fl_session *s = context;
+  fl_item *it = data;
+  if (!env) {
+    /* The environment is being torn down and the session with it (a pending
+     * request cannot occur here: fl_env_cleanup answered them all). */
+    if (it->op == FL_CLOSED || it->req == NULL || it->state != RQ_PENDING) free(it);
+    return;
+  }
+  if (it->op == FL_CLOSED) {
+    int err = (int)it->a;
+    free(it);
+    fl_teardown(s, false);
+    napi_value argv[4];
+    if (napi_create_int32(env, FL_CLOSED, &argv[0]) == napi_ok &&
+        napi_get_undefined(env, &argv[1]) == napi_ok &&
+        napi_get_undefined(env, &argv[2]) == napi_ok &&
+        napi_create_int32(env, err, &argv[3]) == napi_ok)
+      napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
+    return;
+  }
+  if (it->op == FL_FORGET) {
+    const uint64_t *pairs = (const uint64_t *)(void *)it->data;
+    for (uint64_t i = 0; i < it->a; i++) {
+      napi_handle_scope scope;
+      if (napi_open_handle_scope(env, &scope) != napi_ok) break;
+      napi_value argv[4];
+      bool ok = napi_create_int32(env, FL_FORGET, &argv[0]) == napi_ok &&
+                napi_get_undefined(env, &argv[1]) == napi_ok &&
+                mk_u64(env, pairs[2 * i], &argv[2]) && mk_num(env, pairs[2 * i + 1], &argv[3]);
+      napi_status st = ok ? napi_call_function(env, argv[1], js_cb, 4, argv, NULL) : napi_generic_failure;
+      napi_close_handle_scope(env, scope);
+      if (st != napi_ok) break;
+    }
+    free(it);
+    return;
+  }
+  if (it->state != RQ_PENDING) { /* answered at teardown before delivery */
+    free(it);
+    return;
+  }
+  deliver_request(env, js_cb, it);
+}
+
+/* ------------------------------------------------------------------ */
+/* Argument helpers                                                    */
+
+static napi_value js_bool(napi_env env, bool v) {
+  napi_value r;
+  if (napi_get_boolean(env, v, &r) != napi_ok) return NULL;
+  return r;
+}
+
+static napi_value js_num0(napi_env env) {
+  napi_value r;
+  if (napi_create_uint32(env, 0, &r) != napi_ok) return NULL;
+  return r;
+}
+
+/* The request handle argument. NULL (with a TypeError thrown) if it is not
+ * one of ours. */
+static fl_item *req_arg(napi_env env, napi_value v) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *p = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &REQ_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "req must be a FUSE request handle");
+    return NULL;
+  }
+  return p;
+}
+
+/* 1: pending, answer it; 0: the session has ended (C answered it): drop the
+ * reply; -1: already answered by JS (thrown). */
+static int req_state(napi_env env, fl_item *it) {
+  if (it->state == RQ_PENDING) return 1;
+  if (it->state == RQ_DEAD) return 0;
+  napi_throw_error(env, "ERR_FUSE_ALREADY_REPLIED", "FUSE request was already answered");
+  return -1;
+}
+
+static void throw_type(napi_env env, const char *what, const char *must) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s must be %s", what, must);
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+}
+
+static bool get_prop(napi_env env, napi_value obj, const char *key, napi_value *out,
+                     bool *present) {
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok ||
+      napi_typeof(env, *out, &t) != napi_ok) {
+    sn_throw_last(env);
+    return false;
+  }
+  *present = t != napi_undefined;
+  return true;
+}
+
+static bool get_u64_big(napi_env env, napi_value v, const char *what, uint64_t *out) {
+  napi_valuetype t;
+  bool lossless = false;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_bigint ||
+      napi_get_value_bigint_uint64(env, v, out, &lossless) != napi_ok || !lossless) {
+    throw_type(env, what, "a bigint in [0, 2^64)");
+    return false;
+  }
+  return true;
+}
+
+static bool get_i64_big(napi_env env, napi_value v, const char *what, int64_t *out) {
+  napi_valuetype t;
+  bool lossless = false;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_bigint ||
+      napi_get_value_bigint_int64(env, v, out, &lossless) != napi_ok || !lossless) {
+    throw_type(env, what, "a bigint in [-2^63, 2^63)");
+    return false;
+  }
+  return true;
+}
+
+#define MAX_SAFE 9007199254740991LL
+
+/* Integer property; absent -> def if optional (def >= 0), else TypeError. */
+static bool num_prop(napi_env env, napi_value obj, const char *key, int64_t min, int64_t max,
+                     int64_t def, int64_t *out) {
+  napi_value v;
+  bool present;
+  if (!get_prop(env, obj, key, &v, &present)) return false;
+  if (!present && def >= 0) {
+    *out = def;
+    return true;
+  }
+  return sn_get_int64(env, v, key, min, max, out);
+}
+
+static bool timeout_arg(napi_env env, napi_value v, const char *what, double *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, v, out) != napi_ok || !isfinite(*out) || *out < 0) {
+    throw_type(env, what, "a finite number of seconds >= 0");
+    return false;
+  }
+  return true;
+}
+
+static bool time_prop(napi_env env, napi_value obj, const char *key, struct timespec *ts) {
+  napi_value v;
+  bool present;
+  int64_t ns;
+  if (!get_prop(env, obj, key, &v, &present) || !get_i64_big(env, v, key, &ns)) return false;
+  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    sec -= 1;
+  }
+  ts->tv_sec = (time_t)sec;
+  ts->tv_nsec = (long)rem;
+  return true;
+}
+
+/* FuseAttr -> struct stat. */
+static bool attr_arg(napi_env env, napi_value obj, struct stat *st) {
+  napi_valuetype t;
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object) {
+    throw_type(env, "attr", "an object");
+    return false;
+  }
+  memset(st, 0, sizeof *st);
+  napi_value v;
+  bool present;
+  uint64_t ino;
+  int64_t mode, nlink, uid, gid, rdev, size, blksize, blocks;
+  if (!get_prop(env, obj, "ino", &v, &present) || !get_u64_big(env, v, "attr.ino", &ino) ||
+      !num_prop(env, obj, "mode", 0, 0xffffffffLL, -1, &mode) ||
+      !num_prop(env, obj, "nlink", 0, 0xffffffffLL, -1, &nlink) ||
+      !num_prop(env, obj, "uid", 0, 0xffffffffLL, -1, &uid) ||
+      !num_prop(env, obj, "gid", 0, 0xffffffffLL, -1, &gid) ||
+      !num_prop(env, obj, "rdev", 0, MAX_SAFE, 0, &rdev) ||
+      !num_prop(env, obj, "size", 0, MAX_SAFE, -1, &size) ||
+      !num_prop(env, obj, "blksize", 0, 0x7fffffffLL, 0, &blksize) ||
+      !num_prop(env, obj, "blocks", 0, MAX_SAFE, (size + 511) / 512, &blocks) ||
+      !time_prop(env, obj, "atimeNs", &st->st_atim) ||
+      !time_prop(env, obj, "mtimeNs", &st->st_mtim) ||
+      !time_prop(env, obj, "ctimeNs", &st->st_ctim))
+    return false;
+  st->st_ino = (ino_t)ino;
+  st->st_mode = (mode_t)mode;
+  st->st_nlink = (nlink_t)nlink;
+  st->st_uid = (uid_t)uid;
+  st->st_gid = (gid_t)gid;
+  st->st_rdev = (dev_t)rdev;
+  st->st_size = (off_t)size;
+  st->st_blksize = (blksize_t)blksize;
+  st->st_blocks = (blkcnt_t)blocks;
+  return true;
+}
+
+/* Buffer -> NUL-terminated copy in buf (cap bytes incl. NUL); rejects NUL
+ * bytes, and '/' and empty names when name is true. */
+static bool name_arg(napi_env env, napi_value v, const char *what, bool name, char *buf,
+                     size_t cap) {
+  const uint8_t *p;
+  size_t n;
+  if (!sn_get_bytes(env, v, what, &p, &n)) return false;
+  if (n >= cap || (name && n == 0) || memchr(p, 0, n) || (name && memchr(p, '/', n))) {
+    char must[96];
+    snprintf(must, sizeof must, "%s of 1 to %zu bytes without NUL%s", name ? "a name" : "bytes",
+             cap - 1, name ? " or '/'" : "");
+    throw_type(env, what, must);
+    return false;
+  }
+  memcpy(buf, p, n);
+  buf[n] = 0;
+  return true;
+}
+
+static bool loaded_or_throw(napi_env env) {
+  if (lf_handle) return true;
+  napi_throw_error(env, "ERR_FUSE_NOT_LOADED", "libfuse is not loaded (call load() first)");
+  return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* Exported functions                                                  */
+
+/* load(paths: string[]): string -- dlopen()s the first path that works and
+ * has every symbol; returns it. Idempotent. */
+static napi_value fl_load(napi_env env, napi_callback_info info) {
+  napi_value argv[1], r;
+  if (!sn_get_args(env, info, 1, argv, "load")) return NULL;
+  if (lf_handle) {
+    SN_CALL(env, napi_create_string_utf8(env, lf_path, NAPI_AUTO_LENGTH, &r));
+    return r;
+  }
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &n) != napi_ok) {
+    throw_type(env, "paths", "an array of strings");
+    return NULL;
+  }
+  char errors[2048] = "";
+  size_t used = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    char path[4096];
+    size_t len;
+    SN_CALL(env, napi_get_element(env, argv[0], i, &v));
+    if (napi_get_value_string_utf8(env, v, path, sizeof path, &len) != napi_ok) {
+      throw_type(env, "paths", "an array of strings");
+      return NULL;
+    }
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    const char *why = NULL;
+    if (!h) {
+      why = dlerror();
+    } else {
+#define X(name) \
+  if (!why && !(lf.name = (__typeof__(lf.name))dlsym(h, #name))) why = "missing symbol " #name;
+      FL_SYMBOLS(X)
+#undef X
+      if (why) {
+        memset(&lf, 0, sizeof lf);
+        dlclose(h);
+      }
+    }
+    if (!why) {
+      lf_handle = h;
+      lf_path = strdup(path);
+      SN_CALL(env, napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &r));
+      return r;
+    }
+    int w = snprintf(errors + used, sizeof errors - used, "%s%s", used ? "; " : "", why ? why : "?");
+    if (w > 0) used = used + (size_t)w < sizeof errors ? used + (size_t)w : sizeof errors - 1;
+  }
+  char msg[2200];
+  snprintf(msg, sizeof msg, "cannot load libfuse 2: %s", n ? errors : "no paths given");
+  napi_throw_error(env, "ERR_FUSE_NOT_LOADED", msg);
+  return NULL;
+}
+
+/* Handler bits (1 << op) that select which operations reach JS. */
+#define HAS(mask, op) (((mask) >> (op)) & 1u)
+
+/* mount(mountpoint: string, options: string, handlerMask: number,
+ *       exportSupport: boolean, dispatch: Function): session handle */
+static napi_value fl_mount(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!sn_get_args(env, info, 5, argv, "mount") || !loaded_or_throw(env)) return NULL;
+  char *mnt = NULL, *opts = NULL;
+  int64_t mask;
+  bool export_support;
+  napi_valuetype t;
+  if (!sn_get_cstr(env, argv[0], "mountpoint", &mnt)) return NULL;
+  size_t optlen = 0;
+  if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &optlen) != napi_ok ||
+      !(opts = malloc(optlen + 1)) ||
+      napi_get_value_string_utf8(env, argv[1], opts, optlen + 1, &optlen) != napi_ok) {
+    free(mnt);
+    free(opts);
+    throw_type(env, "options", "a string");
+    return NULL;
+  }
+  if (!sn_get_int64(env, argv[2], "handlerMask", 0, 0xffffffffLL, &mask) ||
+      !sn_get_bool(env, argv[3], "exportSupport", &export_support) ||
+      napi_typeof(env, argv[4], &t) != napi_ok || t != napi_function) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_type(env, "dispatch", "a function");
+    free(mnt);
+    free(opts);
+    return NULL;
+  }
+
+  fl_session *s = calloc(1, sizeof *s);
+  fl_item *close_item = calloc(1, sizeof *close_item);
+  if (!s || !close_item || pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+    int err = errno ? errno : ENOMEM;
+    free(s);
+    free(close_item);
+    free(mnt);
+    free(opts);
+    sn_throw_errno(env, err, "mount", NULL);
+    return NULL;
+  }
+  close_item->op = FL_CLOSED;
+  s->close_item = close_item;
+  s->env = env;
+  s->mountpoint = mnt;
+  s->export_support = export_support;
+  s->pending.next = s->pending.prev = &s->pending;
+  pthread_mutex_init(&s->lock, NULL);
+
+  struct fuse_lowlevel_ops *o = &s->ops;
+  o->init = ll_init;
+  o->lookup = ll_lookup;
+  o->getattr = ll_getattr;
+  o->setattr = ll_setattr;
+  if (HAS(mask, FL_FORGET)) {
+    o->forget = ll_forget;
+    o->forget_multi = ll_forget_multi;
+  }
+  if (HAS(mask, FL_READLINK)) o->readlink = ll_readlink;
+  if (HAS(mask, FL_OPEN)) o->open = ll_open;
+  if (HAS(mask, FL_READ)) o->read = ll_read;
+  if (HAS(mask, FL_RELEASE)) o->release = ll_release;
+  if (HAS(mask, FL_OPENDIR)) o->opendir = ll_opendir;
+  if (HAS(mask, FL_READDIR)) o->readdir = ll_readdir;
+  if (HAS(mask, FL_RELEASEDIR)) o->releasedir = ll_releasedir;
+  if (HAS(mask, FL_STATFS)) o->statfs = ll_statfs;
+  if (HAS(mask, FL_GETXATTR)) o->getxattr = ll_getxattr;
+  if (HAS(mask, FL_LISTXATTR)) o->listxattr = ll_listxattr;
+  if (HAS(mask, FL_ACCESS)) o->access = ll_access;
+  o->mknod = ll_mknod;
+  o->mkdir = ll_mkdir;
+  o->unlink = ll_unlink;
+  o->rmdir = ll_unlink;
+  o->symlink = ll_symlink;
+  o->rename = ll_rename;
+  o->link = ll_link;
+  o->write = ll_write;
+  o->create = ll_create;
+  o->setxattr = ll_setxattr;
+  o->removexattr = ll_removexattr;
+  o->fallocate = ll_fallocate;
+
+  char prog[] = "snapfs", dash_o[] = "-o";
+  char *args_v[] = {prog, dash_o, opts, NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(opts[0] ? 3 : 1, args_v);
+  const char *failed = NULL;
+  int err = 0;
+
+  errno = 0;
+  s->ch = lf.fuse_mount(mnt, &args);
+  if (!s->ch) {
+    failed = "fuse_mount";
+    err = errno ? errno : EIO;
+  } else {
+    s->se = lf.fuse_lowlevel_new(&args, &s->ops, sizeof s->ops, s);
+    if (!s->se) {
+      failed = "fuse_lowlevel_new";
+      err = EINVAL; /* an option neither mount nor libfuse knows */
+      lf.fuse_unmount(mnt, s->ch);
+      s->ch = NULL;
+    }
+  }
+  lf.fuse_opt_free_args(&args);
+  free(opts);
+
+  if (!failed) {
+    lf.fuse_session_add_chan(s->se, s->ch);
+    int fd = lf.fuse_chan_fd(s->ch);
+    /* Not inherited by child processes (they would keep the connection
+     * alive), and never blocking the loop after a spurious wake-up. */
+    int fdfl = fcntl(fd, F_GETFD), flfl = fcntl(fd, F_GETFL);
+    if (fdfl < 0 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0 || flfl < 0 ||
+        fcntl(fd, F_SETFL, flfl | O_NONBLOCK) < 0) {
+      failed = "fcntl";
+      err = errno;
+    }
+  }
+  if (!failed) {
+    napi_value name;
+    if (napi_create_string_utf8(env, "snapfs_fuse", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+        napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, s, fl_tsfn_finalize,
+                                        s, fl_call_js, &s->tsfn) != napi_ok) {
+      failed = "napi_create_threadsafe_function";
+      err = ENOMEM;
+      s->tsfn = NULL;
+    }
+  }
+  if (!failed) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* the loop thread takes no signals */
+    err = pthread_create(&s->thread, NULL, fl_loop, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+      failed = "pthread_create";
+      napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+      /* the tsfn finalizer will tear down (destroying the session) */
+      s->refs = 1;
+      free(close_item);
+      s->close_item = NULL;
+      /* unmount now so the failure leaves nothing mounted */
+      umount2(mnt, MNT_DETACH);
+      sn_throw_errno(env, err, failed, mnt);
+      return NULL;
+    }
+    s->thread_started = true;
+  }
+  if (failed) {
+    napi_value e = sn_errno_error(env, err, failed, mnt);
+    if (s->se) {
+      lf.fuse_session_destroy(s->se); /* closes the channel */
+      umount2(mnt, MNT_DETACH);
+    }
+    close(s->wake[0]);
+    close(s->wake[1]);
+    pthread_mutex_destroy(&s->lock);
+    free(close_item);
+    free(s->mountpoint);
+    free(s);
+    if (e)
+      napi_throw(env, e);
+    else
+      sn_throw_last(env);
+    return NULL;
+  }
+
+  s->refs = 2; /* tsfn + JS handle */
+  live_add(s);
+  if (!atexit_registered) atexit_registered = atexit(fl_atexit) == 0;
+  /* After the tsfn: cleanup hooks run last-added first. */
+  s->hook_added = napi_add_env_cleanup_hook(env, fl_env_cleanup, s) == napi_ok;
+
+  napi_value handle;
+  if (napi_create_external(env, s, fl_session_finalize, NULL, &handle) != napi_ok ||
+      napi_type_tag_object(env, handle, &SESSION_TAG) != napi_ok) {
+    /* Unlikely; the session runs on and ends with its mount. */
+    sn_throw_last(env);
+    return NULL;
+  }
+  return handle;
+}
+
+static fl_session *session_arg(napi_env env, napi_value v) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *p = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &SESSION_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "session must be a FUSE session handle");
+    return NULL;
+  }
+  return p;
+}
+
+/* stop(session): ends the loop even though the kernel mount may be busy
+ * (detach it first). Pending requests are answered with EIO, then /dev/fuse
+ * is closed, which fails whatever the kernel still had queued. */
+static napi_value fl_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!sn_get_args(env, info, 1, argv, "stop")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  fl_request_stop(s);
+  return js_bool(env, !s->torn_down);
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *path;
+  int flags;
+  int err;
+} umount_job;
+
+static void umount_execute(napi_env env, void *data) {
+  (void)env;
+  umount_job *j = data;
+  j->err = umount2(j->path, j->flags) == 0 ? 0 : errno;
+}
+
+static void umount_complete(napi_env env, napi_status status, void *data) {
+  umount_job *j = data;
+  napi_value v = NULL;
+  if (status == napi_ok && j->err == 0) {
+    napi_get_undefined(env, &v);
+    napi_resolve_deferred(env, j->deferred, v);
+  } else {
+    v = sn_errno_error(env, status == napi_ok ? j->err : ECANCELED, "umount2", j->path);
+    if (!v) napi_get_undefined(env, &v);
+    napi_reject_deferred(env, j->deferred, v);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j->path);
+  free(j);
+}
+
+/* umount(path: string, lazy: boolean): Promise<void> -- umount2() on the
+ * libuv pool, so the JS thread (which serves the mount) never blocks on it. */
+static napi_value fl_umount(napi_env env, napi_callback_info info) {
+  napi_value argv[2], promise, name;
+  bool lazy;
+  if (!sn_get_args(env, info, 2, argv, "umount")) return NULL;
+  umount_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    sn_throw_errno(env, ENOMEM, "umount", NULL);
+    return NULL;
+  }
+  if (!sn_get_cstr(env, argv[0], "path", &j->path) || !sn_get_bool(env, argv[1], "lazy", &lazy)) {
+    free(j->path);
+    free(j);
+    return NULL;
+  }
+  j->flags = lazy ? MNT_DETACH : 0;
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "snapfs_umount", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, umount_execute, umount_complete, j, &j->work) !=
+          napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    free(j->path);
+    free(j);
+    sn_throw_last(env);
+    return NULL;
+  }
+  return promise;
+}
+
+/* ---- replies: each returns true when the kernel took the answer, false when
+ * it was dropped (request interrupted, or session ended). ---- */
+
+#define REPLY_PROLOGUE(n, fn)                                   \
+  napi_value argv[n];                                           \
+  if (!sn_get_args(env, info, n, argv, fn)) return NULL;        \
+  fl_item *it = req_arg(env, argv[0]);                          \
+  if (!it) return NULL;                                         \
+  int state = req_state(env, it);                               \
+  if (state < 0) return NULL;
+
+/* replyErr(req, errno): 0 means success for release/releasedir/access. */
+static napi_value fl_reply_err(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyErr")
+  int64_t e;
+  if (!sn_get_int64(env, argv[1], "errno", 0, 4095, &e)) return NULL;
+  if (!state) return js_bool(env, false);
+  return js_bool(env, lf.fuse_reply_err(fl_claim(it), (int)e) == 0);
+}
+
+/* replyErrIfPending(req, errno): for the dispatcher's error path; never throws
+ * for an answered request. Returns whether it answered. */
+static napi_value fl_reply_err_if_pending(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t e;
+  if (!sn_get_args(env, info, 2, argv, "replyErrIfPending")) return NULL;
+  fl_item *it = req_arg(env, argv[0]);
+  if (!it || !sn_get_int64(env, argv[1], "errno", 1, 4095, &e)) return NULL;
+  if (it->state != RQ_PENDING) return js_bool(env, false);
+  lf.fuse_reply_err(fl_claim(it), (int)e);
+  return js_bool(env, true);
+}
+
+/* replyEntry(req, entry): entry.ino 0n is a negative entry (cached for
+ * entryTimeout); then attr may be omitted. */
+static napi_value fl_reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyEntry")
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  napi_valuetype t;
+  napi_value v;
+  bool present;
+  uint64_t ino;
+  int64_t gen;
+  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object) {
+    throw_type(env, "entry", "an object");
+    return NULL;
+  }
+  if (!get_prop(env, argv[1], "ino", &v, &present) || !get_u64_big(env, v, "entry.ino", &ino) ||
+      !num_prop(env, argv[1], "generation", 0, MAX_SAFE, 0, &gen) ||
+      !get_prop(env, argv[1], "entryTimeout", &v, &present) ||
+      !timeout_arg(env, v, "entry.entryTimeout", &e.entry_timeout))
+    return NULL;
+  e.ino = (fuse_ino_t)ino;
+  e.generation = (unsigned long)gen;
+  napi_value a;
+  bool has_attr;
+  if (!get_prop(env, argv[1], "attr", &a, &has_attr)) return NULL;
+  if (ino != 0 || has_attr) {
+    if (!attr_arg(env, a, &e.attr) || !get_prop(env, argv[1], "attrTimeout", &v, &present) ||
+        !timeout_arg(env, v, "entry.attrTimeout", &e.attr_timeout))
+      return NULL;
+  }
+  if (!state) return js_bool(env, false);
+  return js_bool(env, lf.fuse_reply_entry(fl_claim(it), &e) == 0);
+}
+
+/* replyAttr(req, attr, timeoutSec) */
+static napi_value fl_reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyAttr")
+  struct stat st;
+  double timeout;
+  if (!attr_arg(env, argv[1], &st) || !timeout_arg(env, argv[2], "timeout", &timeout))
+    return NULL;
+  if (!state) return js_bool(env, false);
+  return js_bool(env, lf.fuse_reply_attr(fl_claim(it), &st, timeout) == 0);
+}
+
+/* replyReadlink(req, target: Buffer) */
+static napi_value fl_reply_readlink(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyReadlink")
+  char *target = malloc(4097);
+  if (!target) {
+    sn_throw_errno(env, ENOMEM, "replyReadlink", NULL);
+    return NULL;
+  }
+  if (!name_arg(env, argv[1], "target", false, target, 4097)) {
+    free(target);
+    return NULL;
+  }
+  bool ok = state && lf.fuse_reply_readlink(fl_claim(it), target) == 0;
+  free(target);
+  return js_bool(env, ok);
+}
+
+/* replyOpen(req, fh, flags): flags bit 0 keep_cache, 1 direct_io, 2 nonseekable */
+static napi_value fl_reply_open(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyOpen")
+  int64_t fh, flags;
+  if (!sn_get_int64(env, argv[1], "fh", 0, MAX_SAFE, &fh) ||
+      !sn_get_int64(env, argv[2], "flags", 0, 7, &flags))
+    return NULL;
+  if (!state) return js_bool(env, false);
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof fi);
+  fi.fh = (uint64_t)fh;
+  fi.keep_cache = (flags & 1) != 0;
+  fi.direct_io = (flags & 2) != 0;
+  fi.nonseekable = (flags & 4) != 0;
+  return js_bool(env, lf.fuse_reply_open(fl_claim(it), &fi) == 0);
+}
+
+/* replyBuf(req, data: Uint8Array): read, getxattr and listxattr data. The
+ * bytes go to the kernel straight from the JS buffer. */
+static napi_value fl_reply_buf(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyBuf")
+  const uint8_t *p;
+  size_t n;
+  if (!sn_get_bytes(env, argv[1], "data", &p, &n)) return NULL;
+  if (!state) return js_bool(env, false);
+  return js_bool(env, lf.fuse_reply_buf(fl_claim(it), (const char *)p, n) == 0);
+}
+
+/* replyXattrSize(req, n): the answer to a size-0 getxattr/listxattr probe. */
+static napi_value fl_reply_xattr_size(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyXattrSize")
+  int64_t n;
+  if (!sn_get_int64(env, argv[1], "size", 0, 0xffffffffLL, &n)) return NULL;
+  if (!state) return js_bool(env, false);
+  return js_bool(env, lf.fuse_reply_xattr(fl_claim(it), (size_t)n) == 0);
+}
+
+/* replyStatfs(req, {bsize, frsize, blocks, bfree, bavail, files, ffree, namemax}) */
+static napi_value fl_reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyStatfs")
+  napi_valuetype t;
+  if (napi_typeof(env, argv[1], &t) != napi_ok || t != napi_object) {
+    throw_type(env, "statfs", "an object");
+    return NULL;
+  }
+  int64_t bsize, frsize, blocks, bfree, bavail, files, ffree, namemax;
+  if (!num_prop(env, argv[1], "bsize", 0, 0xffffffffLL, -1, &bsize) ||
+      !num_prop(env, argv[1], "frsize", 0, 0xffffffffLL, bsize, &frsize) ||
+      !num_prop(env, argv[1], "blocks", 0, MAX_SAFE, -1, &blocks) ||
+      !num_prop(env, argv[1], "bfree", 0, MAX_SAFE, 0, &bfree) ||
+      !num_prop(env, argv[1], "bavail", 0, MAX_SAFE, 0, &bavail) ||
+      !num_prop(env, argv[1], "files", 0, MAX_SAFE, -1, &files) ||
+      !num_prop(env, argv[1], "ffree", 0, MAX_SAFE, 0, &ffree) ||
+      !num_prop(env, argv[1], "namemax", 0, 0xffffffffLL, 255, &namemax))
+    return NULL;
+  if (!state) return js_bool(env, false);
+  struct statvfs sv;
+  memset(&sv, 0, sizeof sv);
+  sv.f_bsize = (unsigned long)bsize;
+  sv.f_frsize = (unsigned long)frsize;
+  sv.f_blocks = (fsblkcnt_t)blocks;
+  sv.f_bfree = (fsblkcnt_t)bfree;
+  sv.f_bavail = (fsblkcnt_t)bavail;
+  sv.f_files = (fsfilcnt_t)files;
+  sv.f_ffree = (fsfilcnt_t)ffree;
+  sv.f_favail = (fsfilcnt_t)ffree;
+  sv.f_namemax = (unsigned long)namemax;
+  return js_bool(env, lf.fuse_reply_statfs(fl_claim(it), &sv) == 0);
+}
+
+#define DIRENT_NAME_MAX 1024    /* the kernel's FUSE_NAME_MAX */
+#define DIRENT_BUF_MAX (1 << 20) /* readdir sizes are a page or a few */
+
+/* replyDirents(req, size, entries: {name, ino, mode, nextOffset}[]): packs
+ * entries until `size` bytes are full and replies; returns how many fit.
+ * Nothing is sent when an entry is malformed (TypeError). */
+static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyDirents")
+  int64_t size;
+  bool is_array = false;
+  uint32_t n = 0;
+  if (!sn_get_int64(env, argv[1], "size", 0, DIRENT_BUF_MAX, &size)) return NULL;
+  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[2], &n) != napi_ok) {
+    throw_type(env, "entries", "an array");
+    return NULL;
+  }
+  if (!state) return js_num0(env);
+  char *buf = malloc((size_t)size + 1);
+  char name[DIRENT_NAME_MAX + 1];
+  if (!buf) {
+    sn_throw_errno(env, ENOMEM, "replyDirents", NULL);
+    return NULL;
+  }
+  size_t used = 0;
+  uint32_t count = 0;
+  for (; count < n; count++) {
+    napi_value e, v;
+    bool present;
+    napi_valuetype t;
+    uint64_t ino;
+    int64_t mode, off;
+    struct stat st;
+    if (napi_get_element(env, argv[2], count, &e) != napi_ok ||
+        napi_typeof(env, e, &t) != napi_ok || t != napi_object) {
+      throw_type(env, "entries[i]", "an object");
+      goto fail;
+    }
+    if (!get_prop(env, e, "name", &v, &present) ||
+        !name_arg(env, v, "entry.name", true, name, sizeof name) ||
+        !get_prop(env, e, "ino", &v, &present) || !get_u64_big(env, v, "entry.ino", &ino) ||
+        !num_prop(env, e, "mode", 0, 0xffffffffLL, -1, &mode) ||
+        !num_prop(env, e, "nextOffset", 1, MAX_SAFE, -1, &off))
+      goto fail;
+    memset(&st, 0, sizeof st);
+    st.st_ino = (ino_t)ino;
+    st.st_mode = (mode_t)mode;
+    /* fuse_add_direntry only measures when the entry does not fit */
+    size_t need = lf.fuse_add_direntry(it->req, buf + used, (size_t)size - used, name, &st,
+                                       (off_t)off);
+    if (need > (size_t)size - used) break;
+    used += need;
+  }
+  napi_value r;
+  lf.fuse_reply_buf(fl_claim(it), buf, used);
+  free(buf);
+  if (napi_create_uint32(env, count, &r) != napi_ok) {
+    sn_throw_last(env);
+    return NULL;
+  }
+  return r;
+fail:
+  free(buf);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+
+#define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+
+static napi_value fl_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      FN("load", fl_load),
+      FN("mount", fl_mount),
+      FN("stop", fl_stop),
+      FN("umount", fl_umount),
+      FN("replyErr", fl_reply_err),
+      FN("replyErrIfPending", fl_reply_err_if_pending),
+      FN("replyEntry", fl_reply_entry),
+      FN("replyAttr", fl_reply_attr),
+      FN("replyReadlink", fl_reply_readlink),
+      FN("replyOpen", fl_reply_open),
+      FN("replyBuf", fl_reply_buf),
+      FN("replyXattrSize", fl_reply_xattr_size),
+      FN("replyStatfs", fl_reply_statfs),
+      FN("replyDirents", fl_reply_dirents),
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
+    sn_throw_last(env);
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, fl_init)
