@@ -91,6 +91,9 @@ export function encodeChunkList(chunks: readonly ChunkRef[]): Buffer {
 export function decodeChunkList(buf: Buffer, fileSize: number): ChunkList {
   const r = new BinaryReader(buf, 0, buf.length, 'chunk list');
   const count = r.count(MAX_CHUNKS, 'chunk count');
+  // Each chunk takes at least 18 bytes (two one-byte varints and its id): a count the
+  // buffer cannot hold is damage, found before allocating arrays for it (up to 448 MiB).
+  if (count * (2 + BLOB_ID_BYTES) > r.remaining) throw new CorruptDataError(`chunk list: ${count} chunks cannot fit in ${r.remaining} bytes`);
   const offsets = new Float64Array(count);
   const lengths = new Uint32Array(count);
   const ids = Buffer.allocUnsafe(count * BLOB_ID_BYTES);
