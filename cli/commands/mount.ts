@@ -201,6 +201,12 @@ async function serve(args: MountArgs): Promise<void> {
     process.on('unhandledRejection', onCrash);
   });
 
+  // kill -USR2 PID: one log line about memory, for diagnosing a long-running mount.
+  process.on('SIGUSR2', () => {
+    const m = process.memoryUsage();
+    const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+    log(`memory: rss ${mb(m.rss)}, heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, external ${mb(m.external)}, buffers ${mb(m.arrayBuffers)}; ${vfs!.openFiles} open files`);
+  });
   log(`serving ${repository} at ${mnt} (pid ${process.pid}, options ${mounted.options.join(',')})`);
   if (daemon) await report({ type: 'ready', info });
   else if (args.json) process.stdout.write(JSON.stringify({ mounted: info }) + '\n');

@@ -196,9 +196,18 @@ export class MountedFs {
       override _fuseOptions(): string {
         return optionString;
       }
+
+      // fuse-native would turn every readdir stat into a fresh array; ours already are.
+      _op_readdir(signal: (err: number, names?: string[], stats?: Uint32Array[]) => void, path: string): void {
+        (handlers.readdir as (p: string, cb: (err: number, names?: string[], stats?: Uint32Array[]) => void) => void)(path, (err: number, names?: string[], stats?: Uint32Array[]) => {
+          if (err) signal(err);
+          else signal(0, names, stats);
+        });
+      }
     }
     const ops = new FuseOperations(vfs, { log: opts.log });
-    const fuse = new SnapfsFuse(mountPoint, ops.handlers(), { timeout: OP_TIMEOUTS_MS });
+    const handlers = ops.handlers();
+    const fuse = new SnapfsFuse(mountPoint, handlers, { timeout: OP_TIMEOUTS_MS });
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {
         if (err) reject(new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${err.message}${err.message === 'fuse failed' ? ' (see the message from libfuse above; is /dev/fuse available?)' : ''}`, { cause: err }));

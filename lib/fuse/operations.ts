@@ -30,6 +30,13 @@ export interface FuseStat {
 
 type Cb<T extends unknown[] = []> = (err: number, ...rest: T) => void;
 
+/**
+ * fuse-native's native stat layout: 18 uint32 (mode, uid, gid, size lo/hi, dev, nlink,
+ * ino, rdev, blksize, blocks lo/hi, atime, mtime, ctime as ms lo/hi). readdir hands
+ * these over directly (see SnapfsFuse._op_readdir in mount.ts).
+ */
+export const STAT_WORDS = 18;
+
 /** Milliseconds for fuse-native (which cannot pass times before 1970: shown as 0). */
 function ms(ns: bigint): number {
   return ns <= 0n ? 0 : Number(ns / 1_000_000n);
@@ -56,7 +63,7 @@ export function toFuseStat(a: VfsAttr): FuseStat {
 export interface OperationsOptions {
   /** Called with a line for the log on errors other than "not found"-like ones. */
   log?: (line: string) => void;
-  /** Path resolutions kept; default 16 MiB worth. */
+  /** Path resolutions kept; default 4 MiB worth. */
   pathCacheBytes?: number;
 }
 
@@ -65,7 +72,7 @@ export class FuseOperations {
   private epoch: number;
 
   constructor(private readonly vfs: Vfs, private readonly opts: OperationsOptions = {}) {
-    this.paths = new ByteLru(opts.pathCacheBytes ?? 16 * 1024 * 1024);
+    this.paths = new ByteLru(opts.pathCacheBytes ?? 4 * 1024 * 1024);
     this.epoch = vfs.epoch;
   }
 
@@ -77,7 +84,8 @@ export class FuseOperations {
     }
     if (path === '/' || path === '') return ROOT_ID;
     const hit = this.paths.get(path);
-    if (hit !== undefined) return hit;
+    // The VFS may have dropped the node (its table is bounded): then look it up again.
+    if (hit !== undefined && this.vfs.known(hit)) return hit;
     const slash = path.lastIndexOf('/');
     const parent = await this.resolve(slash <= 0 ? '/' : path.slice(0, slash));
     const candidates = fromFuseName(path.slice(slash + 1));
@@ -85,7 +93,7 @@ export class FuseOperations {
     for (const name of candidates) {
       try {
         const { id } = await this.vfs.lookup(parent, name);
-        this.paths.set(path, id, path.length * 2 + 64);
+        this.paths.set(path, id, path.length * 2 + 120);
         return id;
       } catch (err) {
         if (!(err instanceof SnapfsError && err.code === 'PATH_NOT_FOUND')) throw err;
@@ -95,14 +103,30 @@ export class FuseOperations {
     throw lastErr;
   }
 
+  /** The node id of an already resolved path, without waiting; undefined when not cached. */
+  private cached(path: string): bigint | undefined {
+    if (this.vfs.epoch !== this.epoch) return undefined;
+    if (path === '/') return ROOT_ID;
+    const hit = this.paths.get(path);
+    return hit !== undefined && this.vfs.known(hit) ? hit : undefined;
+  }
+
+  /** getattr: answered at once for cached snapshot content (the common case), else resolved. */
+  private getattr(op: string, path: string, cb: Cb<[FuseStat?]>): void {
+    const id = this.cached(path);
+    const attr = id === undefined ? undefined : this.vfs.cachedAttr(id);
+    if (attr) return cb(0, toFuseStat(attr));
+    this.run(op, path, cb, async () => [toFuseStat(await this.withNode(path, (n) => this.vfs.getattr(n)))]);
+  }
+
   /** Runs `fn` on the node of `path`; a node the VFS has dropped is looked up again once. */
   private async withNode<T>(path: string, fn: (id: bigint) => Promise<T>): Promise<T> {
     const id = await this.resolve(path);
     try {
       return await fn(id);
     } catch (err) {
+      // Dropped between resolving and using it (other requests ran meanwhile): once more.
       if (!(err instanceof SnapfsError && err.code === 'STALE_HANDLE')) throw err;
-      this.paths.clear();
       return fn(await this.resolve(path));
     }
   }
@@ -131,30 +155,40 @@ export class FuseOperations {
     return {
       init: (cb: (err: number) => void) => process.nextTick(cb, 0),
 
-      getattr: (path: string, cb: Cb<[FuseStat?]>) =>
-        this.run('getattr', path, cb, async () => [toFuseStat(await this.withNode(path, (id) => vfs.getattr(id)))]),
+      getattr: (path: string, cb: Cb<[FuseStat?]>) => this.getattr('getattr', path, cb),
 
-      fgetattr: (path: string, _fd: number, cb: Cb<[FuseStat?]>) =>
-        this.run('fgetattr', path, cb, async () => [toFuseStat(await this.withNode(path, (id) => vfs.getattr(id)))]),
+      fgetattr: (path: string, _fd: number, cb: Cb<[FuseStat?]>) => this.getattr('fgetattr', path, cb),
 
-      readdir: (path: string, cb: Cb<[string[]?, Array<Partial<FuseStat>>?]>) =>
+      readdir: (path: string, cb: Cb<[string[]?, Uint32Array[]?]>) =>
         this.run('readdir', path, cb, async () => {
           const names: string[] = [];
-          const stats: Array<Partial<FuseStat>> = [];
+          const types: number[] = [];
+          const inos: number[] = [];
           await this.withNode(path, async (id) => {
-            names.length = 0;
-            stats.length = 0;
+            names.length = types.length = inos.length = 0;
             let offset: number | undefined = 0;
             while (offset !== undefined) {
               const page = await vfs.readdir(id, offset);
               for (const e of page.entries) {
                 names.push(toFuseName(e.name));
-                // With use_ino, libfuse takes d_ino and d_type from these.
-                stats.push({ mode: e.type, ino: Number(e.ino & 0xffffffffn) });
+                types.push(e.type);
+                inos.push(Number(e.ino & 0xffffffffn));
               }
               offset = page.next;
             }
           });
+          // With use_ino, libfuse takes d_ino and d_type from these. One block for all
+          // (views into it) rather than an array per entry: a listing of 100,000 names
+          // would otherwise allocate 100,000 small buffers.
+          const block = new Uint32Array(STAT_WORDS * names.length);
+          const stats: Uint32Array[] = new Array(names.length);
+          for (let i = 0; i < names.length; i++) {
+            const at = i * STAT_WORDS;
+            block[at] = types[i]!;
+            block[at + 6] = 1; // nlink
+            block[at + 7] = inos[i]!;
+            stats[i] = block.subarray(at, at + STAT_WORDS);
+          }
           return [names, stats];
         }),
 
@@ -193,6 +227,17 @@ export class FuseOperations {
         }),
 
       getxattr: (path: string, name: string, _position: number, cb: (err: number, value?: Buffer | null) => void) => {
+        // Most lookups are for names nobody stores (ls asks for security.selinux on every
+        // file): answer those at once when the node is at hand.
+        const id = this.cached(path);
+        const list = id === undefined ? undefined : this.vfs.cachedXattrs(id);
+        if (list) {
+          for (const n of fromFuseName(name)) {
+            const hit = list.find(([k]) => k.equals(n));
+            if (hit) return cb(0, hit[1]);
+          }
+          return cb(ENODATA);
+        }
         this.withNode(path, async (id) => {
           for (const n of fromFuseName(name)) {
             const v = await vfs.getxattr(id, n);

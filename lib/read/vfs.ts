@@ -96,11 +96,14 @@ export interface VfsStatfs {
 }
 
 export interface VfsOptions {
-  /** Decoded tree nodes kept in memory; default 32 MiB. */
+  /**
+   * Decoded tree pages kept in memory, as TreeReader counts them (about a third of the
+   * heap they really take: decoded entries are objects, Buffers and BigInts); default 6 MiB.
+   */
   treeCacheBytes?: number;
-  /** Decompressed file chunks kept in memory; default 32 MiB. */
+  /** Decompressed file chunks kept in memory (read-ahead lands here too); default 24 MiB. */
   chunkCacheBytes?: number;
-  /** Node table size; default 16 MiB. */
+  /** Node table size (estimated bytes); default 4 MiB. */
   nodeCacheBytes?: number;
   /** Chunks read ahead when a file is read sequentially; default 4. */
   readAheadChunks?: number;
@@ -144,26 +147,47 @@ interface Handle {
   sequential: number;
 }
 
-const encoder = new TextEncoder();
+let scratch = Buffer.allocUnsafe(8192);
+
+/** A path inside a snapshot: its bytes, or [parent path, name] for parent + '/' + name (no copy needed). */
+type PathRef = Buffer | [Buffer, Buffer];
+type HashPart = string | PathRef;
+
+function partLength(p: HashPart): number {
+  if (typeof p === 'string') return p.length * 3;
+  if (Buffer.isBuffer(p)) return p.length;
+  return p[0].length + 1 + p[1].length;
+}
 
 /** 64-bit hash of a NUL-separated identity (names never contain NUL). */
-function hash64(parts: Array<string | Buffer>): bigint {
-  const bufs: Uint8Array[] = [];
+function hash64(parts: HashPart[]): bigint {
+  let need = 0;
+  for (const p of parts) need += partLength(p) + 1;
+  if (need > scratch.length) scratch = Buffer.allocUnsafe(need * 2);
+  let at = 0;
   for (const p of parts) {
-    bufs.push(typeof p === 'string' ? encoder.encode(p) : p, ZERO);
+    if (typeof p === 'string') at += scratch.write(p, at, 'utf8');
+    else if (Buffer.isBuffer(p)) at += p.copy(scratch, at);
+    else {
+      if (p[0].length) {
+        at += p[0].copy(scratch, at);
+        scratch[at++] = 0x2f;
+      }
+      at += p[1].copy(scratch, at);
+    }
+    scratch[at++] = 0;
   }
-  return xxhash.xxh64(Buffer.concat(bufs), 0x736e617066735fn) & MASK64;
+  return xxhash.xxh64(scratch.subarray(0, at), 0x736e617066735fn) & MASK64;
 }
-const ZERO = new Uint8Array(1);
 
 /** A reported inode number: never 0 or 1, also in its low 32 bits (what fuse-native can pass). */
-function inoOf(parts: Array<string | Buffer>): bigint {
+function inoOf(parts: HashPart[]): bigint {
   let h = hash64(parts);
   if ((h & 0xffffffffn) <= 1n) h ^= 2n;
   return h;
 }
 
-function nodeIdOf(parts: Array<string | Buffer>): bigint {
+function nodeIdOf(parts: HashPart[]): bigint {
   const h = hash64(parts);
   return h <= 1n ? h + 2n : h;
 }
@@ -193,9 +217,9 @@ export class Vfs {
   readonly gid: number;
 
   private constructor(private readonly repo: Repository, private readonly opts: VfsOptions) {
-    this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 32 * 1024 * 1024);
-    this.files = new FileReader(repo.blobs, opts.chunkCacheBytes ?? 32 * 1024 * 1024);
-    this.nodes = new ByteLru(opts.nodeCacheBytes ?? 16 * 1024 * 1024);
+    this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 6 * 1024 * 1024);
+    this.files = new FileReader(repo.blobs, opts.chunkCacheBytes ?? 24 * 1024 * 1024);
+    this.nodes = new ByteLru(opts.nodeCacheBytes ?? 4 * 1024 * 1024);
     this.uid = opts.uid ?? process.getuid?.() ?? 0;
     this.gid = opts.gid ?? process.getgid?.() ?? 0;
   }
@@ -288,8 +312,13 @@ export class Vfs {
     return n;
   }
 
+  /** Whether a node id is still in the table (a path-based caller then uses it again). */
+  known(id: bigint): boolean {
+    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined;
+  }
+
   private remember<N extends Node>(n: N): N {
-    const size = n.type === 'entry' ? 400 + n.path.length + n.entry.name.length + (n.entry.content?.length ?? 0) + (n.entry.target?.length ?? 0) : 200;
+    const size = n.type === 'entry' ? 700 + n.path.length + n.entry.name.length + (n.entry.content?.length ?? 0) + (n.entry.target?.length ?? 0) : 200;
     this.nodes.set(n.id, n, size);
     return n;
   }
@@ -350,7 +379,7 @@ export class Vfs {
   }
 
   /** The reported inode number of an entry at `path` (bytes, '/'-joined) of a snapshot. */
-  private entryIno(snap: SnapshotRecord, path: Buffer, e: TreeEntry): bigint {
+  private entryIno(snap: SnapshotRecord, path: PathRef, e: TreeEntry): bigint {
     if (e.kind === EntryKind.Directory) return inoOf(['dir', snap.source, path]);
     const since = this.sinceNs(snap, e.since).toString();
     if (e.nlink > 1) return inoOf(['link', snap.source, String(e.device), e.inode.toString(), since]);
@@ -468,6 +497,23 @@ export class Vfs {
 
   // --- operations --------------------------------------------------------------------
 
+  /**
+   * Attributes without waiting, for snapshot content already in the table (they never
+   * change); undefined when they need work (synthetic nodes, an unknown node...).
+   */
+  cachedAttr(id: bigint): VfsAttr | undefined {
+    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    if (!n || (n.type !== 'entry' && n.type !== 'snapshot') || !this.state.ids.has(n.snap.id)) return undefined;
+    return n.attr;
+  }
+
+  /** Stored user.* xattrs without waiting, like cachedAttr; undefined when not at hand. */
+  cachedXattrs(id: bigint): Array<[Buffer, Buffer]> | undefined {
+    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    if (!n || !this.state.ids.has(n.type === 'entry' || n.type === 'snapshot' ? n.snap.id : '')) return undefined;
+    return this.xattrsOf(n);
+  }
+
   async getattr(id: bigint): Promise<VfsAttr> {
     return this.attrOf(this.node(id));
   }
@@ -553,8 +599,7 @@ export class Vfs {
         more = true;
         break;
       }
-      const path = parentPath.length ? Buffer.concat([parentPath, SLASH, e.name]) : e.name;
-      out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
+      out.push({ name: e.name, ino: this.entryIno(n.snap, [parentPath, e.name], e), type: TYPE_BITS[e.kind] });
       pos++;
     }
     return { entries: out, next: more ? pos : undefined };
