@@ -1,0 +1,66 @@
+// A directory with 100,000 entries (a mailbox folder): listing completes, and a lookup
+// in it is a binary search over tree pages, fast even right after mounting. The serving
+// process's memory stays bounded while it does both.
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { runProcess, tmpDir } from './helpers/cli.js';
+import { backup, fuseAvailable, initRepo, mountForeground } from './helpers/mount.js';
+
+const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
+const N = 100_000;
+const name = (i: number) => `msg${String(i).padStart(6, '0')}`;
+
+async function rssOf(pid: number): Promise<{ rss: number; hwm: number }> {
+  const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+t.test('100,000 entries in one directory: ls completes, lookups are fast', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-big');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  const box = path.join(src, 'Maildir', 'cur');
+  await fs.mkdir(box, { recursive: true });
+  await runProcess('sh', ['-c', `cd "$1" && seq -f 'msg%06g' 0 ${N - 1} | xargs touch`, 'sh', box]);
+  for (const i of [0, 12_345, 54_321, N - 1]) await fs.writeFile(path.join(box, name(i)), `message ${i}\n`);
+  await initRepo(repo);
+  await backup(repo, src, 'mail');
+  await fs.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt);
+  const dir = path.join(mnt, 'mail', 'last', 'Maildir', 'cur');
+
+  // A lookup right after mounting: the index page and one leaf page, not the listing.
+  let t0 = Date.now();
+  t.equal(await fs.readFile(path.join(dir, name(54_321)), 'utf8'), 'message 54321\n', 'read by name in the big directory');
+  const cold = Date.now() - t0;
+  t.ok(cold < 2000, `first lookup in the cold directory took ${cold} ms`);
+
+  t0 = Date.now();
+  const ls = await runProcess('sh', ['-c', 'ls "$1" | wc -l', 'sh', dir]);
+  const lsMs = Date.now() - t0;
+  t.equal(Number(ls.stdout.trim()), N, `ls lists all ${N} entries (${lsMs} ms)`);
+  const f = await runProcess('sh', ['-c', 'ls -f "$1" | head -3; ls -f "$1" | tail -1', 'sh', dir]);
+  t.same(f.stdout.trim().split('\n'), ['.', '..', name(0), name(N - 1)], 'readdir order: . and .. then names in byte order');
+  const find = await runProcess('sh', ['-c', 'find "$1" -type f | wc -l', 'sh', dir]);
+  t.equal(Number(find.stdout.trim()), N, 'find -type f sees every file (d_type from readdir)');
+
+  // Lookups of names spread over the whole directory.
+  let worst = 0;
+  t0 = Date.now();
+  for (let k = 0; k < 300; k++) {
+    const i = (k * 7919) % N;
+    const s = Date.now();
+    const st = await fs.lstat(path.join(dir, name(i)));
+    worst = Math.max(worst, Date.now() - s);
+    if (!st.isFile()) t.fail(`${name(i)} is not a file`);
+  }
+  const avg = (Date.now() - t0) / 300;
+  t.ok(avg < 20, `300 lookups: ${avg.toFixed(2)} ms on average, worst ${worst} ms`);
+  await t.rejects(fs.lstat(path.join(dir, 'msg1000000')), { code: 'ENOENT' }, 'a missing name: ENOENT');
+
+  const mem = await rssOf(m.info.pid);
+  t.ok(mem.hwm < 400 * 1024 * 1024, `server memory stays bounded: rss ${(mem.rss / 1048576).toFixed(0)} MiB, peak ${(mem.hwm / 1048576).toFixed(0)} MiB`);
+});
