@@ -2,7 +2,7 @@
 // expects). Everything below lib/fuse throws typed SnapfsErrors; nothing else inspects them.
 
 import os from 'node:os';
-import { SnapfsError, errnoCode } from '../errors.js';
+import { SnapfsError } from '../errors.js';
 
 const E = os.constants.errno;
 
@@ -40,10 +40,8 @@ export function errnoOf(err: unknown): number {
         return EIO;
     }
   }
-  // A system error that escaped unwrapped (pack file unreadable...): still an I/O error
-  // for the reader, whatever the cause.
-  const code = errnoCode(err);
-  if (code === 'ENOENT') return EIO; // a pack file vanished: the repository is damaged, not the path
+  // A system error that escaped unwrapped (a pack file unreadable or gone...) is an I/O
+  // error for the reader: the repository is damaged, the path itself exists.
   return EIO;
 }
 
