@@ -9,7 +9,7 @@ import { BlobIndex, BlobLocation } from './blob-index.js';
 import { PackReader, PackWriter } from './pack-files.js';
 import { CompressionPool, decompressExact } from './compression.js';
 import { RepoLayout } from './layout.js';
-import { CorruptDataError, SnapfsError, errnoCode } from '../errors.js';
+import { CorruptDataError, SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
 export class BlobReader {
   constructor(
@@ -29,7 +29,7 @@ export class BlobReader {
     try {
       stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+      if (errnoCode(err) !== 'ENOENT') throw packError(err, loc.pack);
       // A concurrent prune may have moved the blob to a new pack: look again once.
       this.packs.forget(loc.pack);
       this.index.refresh();
@@ -38,7 +38,7 @@ export class BlobReader {
         stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
       } catch (err2) {
         if (errnoCode(err2) === 'ENOENT') throw new CorruptDataError(`blob ${idToHex(id)}: pack ${idToHex(loc.pack)} is missing`);
-        throw err2;
+        throw packError(err2, loc.pack);
       }
     }
     return this.decode(id, loc, stored, type);
@@ -53,6 +53,15 @@ export class BlobReader {
   private decode(id: BlobId, loc: BlobLocation, stored: Buffer, type?: BlobType): Buffer {
     return decodeStoredBlob(this.hasher, id, loc, stored, type);
   }
+}
+
+/** A failed pack read as a SnapfsError (EIO, EACCES, EISDIR...: never an internal error). */
+function packError(err: unknown, pack: Buffer): SnapfsError {
+  if (err instanceof SnapfsError) return err;
+  const code = errnoCode(err);
+  // A pack that is a directory or otherwise not a readable file is damage, not an I/O hiccup.
+  if (code === 'EISDIR' || code === 'EINVAL') return new CorruptDataError(`pack ${idToHex(pack)} is not a regular file (${(err as Error).message})`, { cause: err });
+  return fromSystemError(err, `reading pack ${idToHex(pack)}`);
 }
 
 /**
