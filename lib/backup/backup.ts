@@ -9,7 +9,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { decodeScan, listXattrs, scanDir, NativeError, ScannedEntry, SmallFile } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
-import { EntryKind, TreeEntry, compareNames, sameVersion } from '../format/tree.js';
+import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
 import { BlobWriter } from '../store/blob-store.js';
@@ -167,7 +167,18 @@ class SourceWalker {
   async directory(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
     const scanned = await this.scans.run(() => scanDir(abs)).then(decodeScan);
     scanned.sort((a, b) => compareNames(a.name, b.name));
-    const previous = parentTree ? await this.trees.readAll(parentTree) : [];
+    let previous: TreeEntry[] = [];
+    if (parentTree) {
+      try {
+        previous = await this.trees.readAll(parentTree);
+      } catch (err) {
+        // A damaged parent snapshot must not stop every later backup of the source: this
+        // directory is stored as if it were new (everything in it is read again).
+        if (!(err instanceof SnapfsError) || (err.code !== 'CORRUPT_DATA' && err.code !== 'BLOB_NOT_FOUND')) throw err;
+        this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again');
+        parentTree = undefined;
+      }
+    }
 
     // Merge-join with the parent's entries (both sorted by name).
     const work: Array<{ st: ScannedEntry; old?: TreeEntry }> = [];
@@ -305,8 +316,13 @@ class SourceWalker {
     this.stats.files++;
     this.stats.bytesTotal += base.size;
     if (old && old.kind === EntryKind.File && sameFileVersion(old, base)) {
-      this.stats.filesUnchanged++;
-      return old;
+      if (this.chunksStored(old)) {
+        this.stats.filesUnchanged++;
+        return old;
+      }
+      // Its content is no longer in the repository (lost with a damaged pack and dropped by
+      // 'repair index'): read it again rather than refer to what cannot be read.
+      this.warn(rel, new Error('stored content is missing from the repository'), 'read again');
     }
     if (base.nlink > 1) {
       // Hard links: read the inode once per run, then share its content.
@@ -324,6 +340,18 @@ class SourceWalker {
       return reuseIfSame({ ...e, name: base.name }, old);
     }
     return this.storeFile(abs, rel, base, old, pre);
+  }
+
+  /** Whether every chunk of a parent entry is still in the index (a read-only lookup each). */
+  private chunksStored(old: TreeEntry): boolean {
+    let list;
+    try {
+      list = decodeChunkList(old.content!, old.size);
+    } catch {
+      return false;
+    }
+    for (let i = 0; i < list.count; i++) if (!this.writer.has(chunkId(list, i))) return false;
+    return true;
   }
 
   private async storeFile(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, pre?: SmallFile): Promise<TreeEntry | undefined> {
