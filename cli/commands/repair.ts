@@ -10,11 +10,18 @@ export function register(y: Argv): Argv {
       .command(
         'index <repo>',
         'rebuild the index from the pack files alone (after index/ was lost or damaged); unmount first',
-        (b) => b.positional('repo', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+        (b) =>
+          b
+            .positional('repo', { type: 'string', demandOption: true })
+            .option('read-data', { type: 'boolean', default: false, describe: 'also verify every blob, and leave damaged ones out of the index so the next backup stores them again' })
+            .option('json', { type: 'boolean', default: false }),
         async (argv) => {
           const out = new Output({ json: argv.json });
           const bar = new ProgressLine();
-          const result = await repairIndex(argv.repo, { onProgress: (p) => out.progress(bar.line('reading packs', p.done, p.total, p.unit)) });
+          const result = await repairIndex(argv.repo, {
+            readData: argv['read-data'],
+            onProgress: (p) => out.progress(bar.line('reading packs', p.done, p.total, p.unit)),
+          });
           out.clearProgress();
           for (const d of result.damaged) {
             out.warn(
@@ -22,14 +29,17 @@ export function register(y: Argv): Argv {
                 `${d.salvagedInto.length ? ` into new pack(s) ${d.salvagedInto.join(', ')}` : ''}, ${formatBytes(d.unreadableBytes)} unreadable; damaged file kept as ${d.keptAs}`,
             );
           }
+          for (const c of result.corrupt) out.warn(`pack ${c.pack}: blob ${c.blob} fails verification, left out of the index: ${c.error}`);
           out.info(
             `index rebuilt from ${result.packs} packs: ${result.blobs} blobs` +
               `${result.duplicates ? `, ${result.duplicates} duplicate copies ignored` : ''}` +
-              `${result.damaged.length ? `, ${result.damaged.length} damaged pack(s)` : ''} in ${formatDuration(result.durationMs)}`,
+              `${result.damaged.length ? `, ${result.damaged.length} damaged pack(s)` : ''}` +
+              `${result.corrupt.length ? `, ${result.corrupt.length} damaged blob(s) left out` : ''} in ${formatDuration(result.durationMs)}`,
           );
-          if (result.damaged.length) out.info(`run 'snapfs check ${argv.repo}' to see which snapshots and files lost data`);
+          const lost = result.damaged.length > 0 || result.corrupt.length > 0;
+          if (lost) out.info(`run 'snapfs check ${argv.repo}' to see which snapshots and files lost data`);
           out.json(result);
-          if (result.damaged.length) process.exitCode = EXIT_PARTIAL;
+          if (lost) process.exitCode = EXIT_PARTIAL;
         },
       )
       .demandCommand(1, "name what to repair: 'snapfs repair index REPO'"),

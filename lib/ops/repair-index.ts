@@ -21,7 +21,19 @@ import { fsyncDir } from '../store/files.js';
 import { fromSystemError } from '../errors.js';
 
 export interface RepairIndexOptions {
+  /**
+   * Also read and verify every blob of packs whose trailer is intact, and leave the ones that
+   * fail out of the index: the next backup then stores that content again instead of
+   * deduplicating against damaged bytes.
+   */
+  readData?: boolean;
   onProgress?: (p: { done: number; total: number; unit: 'packs' }) => void;
+}
+
+export interface CorruptBlobReport {
+  pack: string;
+  blob: string;
+  error: string;
 }
 
 export interface DamagedPackReport {
@@ -44,6 +56,8 @@ export interface RepairIndexResult {
   /** Blobs found in more than one pack (the first pack in id order is indexed). */
   duplicates: number;
   damaged: DamagedPackReport[];
+  /** With readData: blobs of intact-looking packs that failed verification, left out of the index. */
+  corrupt: CorruptBlobReport[];
   durationMs: number;
 }
 
@@ -60,7 +74,7 @@ export async function repairIndex(root: string, opts: RepairIndexOptions = {}): 
     await fs.rm(rebuild, { recursive: true, force: true });
     await fs.mkdir(rebuild, { mode: 0o700 });
     const index = BlobIndex.open(rebuild, false);
-    const result: RepairIndexResult = { packs: 0, blobs: 0, duplicates: 0, damaged: [], durationMs: 0 };
+    const result: RepairIndexResult = { packs: 0, blobs: 0, duplicates: 0, damaged: [], corrupt: [], durationMs: 0 };
     const damagedFiles: Array<{ from: string; to: string }> = [];
     try {
       const packs = await listPackFiles(layout);
@@ -91,7 +105,8 @@ export async function repairIndex(root: string, opts: RepairIndexOptions = {}): 
         const file = layout.packFile(hex);
         try {
           const trailer = await readPackTrailer(file);
-          add(Buffer.from(hex, 'hex'), trailer.size, trailer.blobs);
+          const blobs = opts.readData ? await verifiedBlobs(file, hex, trailer.blobs, hasher, result.corrupt) : trailer.blobs;
+          add(Buffer.from(hex, 'hex'), trailer.size, blobs);
         } catch (err) {
           const report = await salvage(layout, hasher, hex, file, (err as Error).message);
           for (const sp of report.sealed) add(sp.id, sp.size, sp.blobs);
@@ -123,6 +138,21 @@ export async function repairIndex(root: string, opts: RepairIndexOptions = {}): 
   }
 }
 
+/** The blobs of a pack that verify (header, decompression, keyed id); the others are reported. */
+async function verifiedBlobs(file: string, hex: string, blobs: PackedBlob[], hasher: BlobHasher, corrupt: CorruptBlobReport[]): Promise<PackedBlob[]> {
+  const data = await fs.readFile(file);
+  const pack = Buffer.from(hex, 'hex');
+  return blobs.filter((b) => {
+    try {
+      decodeStoredBlob(hasher, b.id, { ...b, pack }, data.subarray(b.offset, b.offset + BLOB_HEADER_BYTES + b.storedLength), b.type);
+      return true;
+    } catch (err) {
+      corrupt.push({ pack: hex, blob: idToHex(b.id), error: (err as Error).message });
+      return false;
+    }
+  });
+}
+
 async function salvage(
   layout: Repository['layout'],
   hasher: BlobHasher,
@@ -130,7 +160,16 @@ async function salvage(
   file: string,
   error: string,
 ): Promise<{ report: DamagedPackReport; sealed: Array<{ id: Buffer; size: number; blobs: PackedBlob[] }> }> {
-  const data = await fs.readFile(file);
+  let data: Buffer;
+  try {
+    data = await fs.readFile(file);
+  } catch (err) {
+    // Not a readable file at all (a directory in its place, an unreadable sector): nothing
+    // to salvage, but the rest of the repository is still indexed.
+    if (!['EISDIR', 'EIO', 'EINVAL', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    data = Buffer.alloc(0);
+    error = `${error}; the file cannot be read (${(err as Error).message})`;
+  }
   const found = scanBlobs(data, hasher, `pack ${hex}`);
   const report: DamagedPackReport = {
     pack: hex,
