@@ -59,7 +59,7 @@ t.test('a reader sees new snapshots and a moving last while backups run, and onl
   };
 
   const reader = (async () => {
-    while (!stop) {
+    while (!stop && errors.length < 100) {
       try {
         const names = (await fs.readdir(path.join(mnt, 'live'))).filter((n) => n !== 'last');
         const fromLast = reads.last <= reads.older;
@@ -88,6 +88,11 @@ t.test('a reader sees new snapshots and a moving last while backups run, and onl
     }
   })();
 
+  // However the test ends, the reader stops (before the teardown unmounts).
+  t.teardown(async () => {
+    stop = true;
+    await reader;
+  });
   const moveTimes: number[] = [];
   for (let v = 2; v <= 4; v++) {
     await writeVersion(src, v);
