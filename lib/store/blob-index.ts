@@ -69,6 +69,8 @@ export class BlobIndex {
     try {
       const blobs = env.openDB<Buffer, Buffer>({ name: 'blobs', ...opts });
       const packs = env.openDB<Buffer, Buffer>({ name: 'packs', ...opts });
+      // lmdb-js gives no database (rather than an error) when its name cannot be found.
+      if (!blobs || !packs) throw new Error('the blobs and packs tables cannot be found');
       return new BlobIndex(env, blobs, packs);
     } catch (err) {
       void env.close().catch(() => undefined);
