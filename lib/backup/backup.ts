@@ -84,6 +84,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
 
   const session = await repo.beginWrite('backup');
   try {
+    await repo.checkSecret();
     const catalog = new SnapshotCatalog(repo.snapshots);
     const parent = await catalog.latest(opts.source);
     const generation = (parent?.generation ?? 0) + 1;

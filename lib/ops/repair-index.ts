@@ -18,7 +18,7 @@ import { BlobIndex } from '../store/blob-index.js';
 import { decodeStoredBlob } from '../store/blob-store.js';
 import { PackWriter, StoredBlob, listPackFiles, readPackTrailer } from '../store/pack-files.js';
 import { fsyncDir } from '../store/files.js';
-import { fromSystemError } from '../errors.js';
+import { SnapfsError, fromSystemError } from '../errors.js';
 
 export interface RepairIndexOptions {
   /**
@@ -118,6 +118,16 @@ export async function repairIndex(root: string, opts: RepairIndexOptions = {}): 
       }
       await commit();
       await index.flushed();
+      if (opts.readData && result.blobs === 0 && result.corrupt.length > 0) {
+        // Not one blob verifies: the secret is wrong (another repository's config.json), not
+        // every blob damaged. An empty index would make the next backup store everything
+        // again under ids that the right config cannot verify.
+        throw new SnapfsError(
+          'CORRUPT_DATA',
+          `none of ${result.corrupt.length} blob(s) matches its id under the hash secret of ${layout.config}: it does not belong to this repository; ` +
+            `put back this repository's own config.json (the index was left as it was)`,
+        );
+      }
     } finally {
       await index.close();
     }

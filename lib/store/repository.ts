@@ -9,10 +9,11 @@ import { writeFileAtomic, exists } from './files.js';
 import { BlobIndex } from './blob-index.js';
 import { PackReader } from './pack-files.js';
 import { BlobReader, BlobWriter } from './blob-store.js';
-import { CompressionPool } from './compression.js';
+import { CompressionPool, decompressExact } from './compression.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { WriterLock } from './writer-lock.js';
-import { BlobHasher, SECRET_BYTES } from '../format/blob-id.js';
+import { BlobHasher, SECRET_BYTES, idToHex } from '../format/blob-id.js';
+import { BLOB_HEADER_BYTES, Compression, decodeBlobHeader } from '../format/pack.js';
 import {
   DEFAULT_CHUNKER,
   DEFAULT_COMPRESSION_LEVEL,
@@ -145,6 +146,42 @@ export class Repository {
     } catch (err) {
       await lock.release();
       throw err;
+    }
+  }
+
+  /**
+   * Refuses a config.json whose hash secret is not the one this repository's blobs were
+   * stored with (another repository's config copied in): sampled indexed blobs that decode
+   * intact but whose content does not give their id under this secret, with none that does.
+   * A writer that went on would store new data under ids no reader with the right config
+   * could verify. Costs one small read when the secret is right.
+   */
+  async checkSecret(samples = 8): Promise<void> {
+    let mismatched = 0;
+    let tried = 0;
+    let first = '';
+    for (const loc of this.index.allBlobs()) {
+      if (tried++ >= samples) break;
+      let raw: Buffer;
+      try {
+        const stored = await this.packReader.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
+        const h = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, 'blob');
+        if (!h.id.equals(loc.id)) continue;
+        const body = stored.subarray(BLOB_HEADER_BYTES);
+        raw = h.compression === Compression.Zstd ? decompressExact(body, h.rawLength, 'blob') : body;
+      } catch {
+        continue; // a damaged or missing blob says nothing about the secret
+      }
+      if (this.hasher.matches(loc.id, raw)) return;
+      mismatched++;
+      first ||= `blob ${idToHex(loc.id)} in pack ${idToHex(loc.pack)}`;
+    }
+    if (mismatched > 0) {
+      throw new SnapfsError(
+        'CORRUPT_DATA',
+        `${this.layout.config} does not belong to this repository: ${mismatched} intact blob(s) sampled (${first}, ...) do not match their ids ` +
+          `under its hash secret, and none does. Put back this repository's own config.json; nothing was written`,
+      );
     }
   }
 
