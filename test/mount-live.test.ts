@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { XorShift32 } from './helpers/tree-gen.js';
 import { fnv1a } from './helpers/raw-path.js';
-import { tmpDir } from './helpers/cli.js';
+import { runSnapfs, tmpDir } from './helpers/cli.js';
 import { backup, fuseAvailable, initRepo, mountForeground, waitFor } from './helpers/mount.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
@@ -40,6 +40,10 @@ t.test('a reader sees new snapshots and a moving last while backups run, and onl
   const mnt = path.join(work, 'mnt');
   await fs.mkdir(src);
   await fs.writeFile(path.join(src, STATIC), content(STATIC, 0));
+  // Never read until after prune, and bigger than the server's chunk cache: reading it
+  // then must fetch chunks from packs that prune rewrote under the running mount.
+  const big = new XorShift32(99).bytes(40 * 1024 * 1024);
+  await fs.writeFile(path.join(src, 'big.bin'), big);
   await writeVersion(src, 1);
   await initRepo(repo);
   const first = await backup(repo, src, 'live');
@@ -119,4 +123,24 @@ t.test('a reader sees new snapshots and a moving last while backups run, and onl
       if (!data.equals(content(f, v))) t.fail(`${name}/${f} is not version ${v}`);
     }
   }
+
+  // forget and prune while mounted: forgotten snapshots disappear, kept ones read on
+  // (prune deletes and repacks packs under the running mount).
+  await runSnapfs(['forget', repo, '--keep-last', '2']);
+  const pruned = await runSnapfs(['prune', repo, '--repack-threshold', '1', '--json']);
+  t.comment(`prune: ${JSON.stringify(pruned.json).slice(0, 300)}`);
+  const names = [...versionByName.keys()];
+  const kept = names.slice(-2);
+  const gone = await waitFor(async () => (await fs.readdir(path.join(mnt, 'live'))).sort().join() === [...kept, 'last'].sort().join(), 5000, 50);
+  t.ok(gone, 'forgotten snapshots leave the listing');
+  await t.rejects(fs.lstat(path.join(mnt, 'live', names[0]!, FILES[0]!)), { code: 'ENOENT' }, 'and their paths are gone');
+  for (const name of kept) {
+    for (const f of [...FILES, STATIC]) {
+      const want = f === STATIC ? content(STATIC, 0) : content(f, versionByName.get(name)!);
+      const data = await fs.readFile(path.join(mnt, 'live', name, f));
+      if (!data.equals(want)) t.fail(`${name}/${f} changed after prune`);
+    }
+  }
+  t.ok((await fs.readFile(path.join(mnt, 'live', kept[0]!, 'big.bin'))).equals(big), 'a file first read after prune reads right');
+  t.pass('kept snapshots read the same after forget and prune');
 });
