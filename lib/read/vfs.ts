@@ -312,6 +312,17 @@ export class Vfs {
     return n;
   }
 
+  /**
+   * Whether a node is snapshot content (immutable: its attributes, name bindings and data
+   * never change, so the kernel may cache them for long). The root, source directories
+   * and `last` change as backups commit.
+   */
+  isSnapshotContent(id: bigint): boolean {
+    if (id === ROOT_ID) return false;
+    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    return n !== undefined && (n.type === 'entry' || n.type === 'snapshot');
+  }
+
   /** Whether a node id is still in the table (a path-based caller then uses it again). */
   known(id: bigint): boolean {
     return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined;

@@ -1,0 +1,154 @@
+// The mount's operations over snapfs's own libfuse low-level binding (lib/platform/
+// libfuse.ts): the kernel names inodes by the VFS's node ids, names travel as raw bytes,
+// times keep their nanoseconds and inode numbers their 64 bits. Every request is answered
+// asynchronously; errors become errno in errnoOf only. Timeouts are per reply: snapshot
+// content is immutable and cached for long, while the root, source directories and
+// `last` are revalidated within a second so new snapshots appear and `last` moves.
+
+import os from 'node:os';
+import { Vfs, VfsAttr } from '../read/vfs.js';
+import {
+  FuseAttr,
+  FuseRequest,
+  LowLevelHandlers,
+  replyAttr,
+  replyBuf,
+  replyDirents,
+  replyEntry,
+  replyErr,
+  replyNoEntry,
+  replyOk,
+  replyOpen,
+  replyReadlink,
+  replyStatfs,
+  replyXattrSize,
+} from '../platform/libfuse.js';
+import { errnoOf, isWorthLogging } from './errno.js';
+
+/** Seconds the kernel may cache immutable snapshot content (attributes, names, negatives). */
+export const CONTENT_TIMEOUT_S = 3600;
+/** Seconds for the root, source directories and `last`: they change as backups commit. */
+export const LIVE_TIMEOUT_S = 1;
+
+const E = os.constants.errno;
+
+function toFuseAttr(a: VfsAttr): FuseAttr {
+  return {
+    ino: a.ino,
+    mode: a.mode,
+    nlink: a.nlink,
+    uid: a.uid,
+    gid: a.gid,
+    rdev: a.rdev,
+    size: a.size,
+    blksize: a.blksize,
+    blocks: a.blocks,
+    atimeNs: a.atimeNs,
+    mtimeNs: a.mtimeNs,
+    ctimeNs: a.ctimeNs,
+  };
+}
+
+export interface LowLevelOptions {
+  /** A line for the log, for errors other than the ordinary "no such file" kind. */
+  log?: (line: string) => void;
+}
+
+export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevelHandlers {
+  const timeout = (id: bigint): number => (vfs.isSnapshotContent(id) ? CONTENT_TIMEOUT_S : LIVE_TIMEOUT_S);
+
+  /** Runs one request; any failure is answered with its errno (and logged if unusual). */
+  const run = (op: string, req: FuseRequest, fn: () => Promise<void>): Promise<void> =>
+    fn().catch((err: unknown) => {
+      const errno = -errnoOf(err);
+      if (isWorthLogging(-errno)) opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`);
+      replyErr(req, errno);
+    });
+
+  return {
+    lookup: (req, parent, name) =>
+      run('lookup', req, async () => {
+        let found;
+        try {
+          found = await vfs.lookup(parent, name);
+        } catch (err) {
+          // A missing name in immutable content stays missing: let the kernel remember.
+          if (errnoOf(err) === -E.ENOENT && vfs.isSnapshotContent(parent)) {
+            replyNoEntry(req, CONTENT_TIMEOUT_S);
+            return;
+          }
+          throw err;
+        }
+        const t = timeout(found.id);
+        vfs.ref(found.id);
+        const taken = replyEntry(req, { ino: found.id, attr: toFuseAttr(found.attr), attrTimeout: t, entryTimeout: t });
+        if (!taken) vfs.forget(found.id, 1); // interrupted: the kernel holds no reference
+      }),
+
+    forget: (ino, nlookup) => vfs.forget(ino, nlookup),
+
+    getattr: (req, ino) =>
+      run('getattr', req, async () => {
+        replyAttr(req, toFuseAttr(await vfs.getattr(ino)), timeout(ino));
+      }),
+
+    readlink: (req, ino) =>
+      run('readlink', req, async () => {
+        replyReadlink(req, await vfs.readlink(ino));
+      }),
+
+    open: (req, ino, flags) =>
+      run('open', req, async () => {
+        const fh = await vfs.open(ino, flags);
+        // Content never changes: pages cached by an earlier open stay valid.
+        if (!replyOpen(req, fh, { keepCache: true })) vfs.release(fh);
+      }),
+
+    read: (req, _ino, size, offset, fh) =>
+      run('read', req, async () => {
+        replyBuf(req, await vfs.read(fh, offset, size));
+      }),
+
+    release: (req, _ino, fh) =>
+      run('release', req, async () => {
+        vfs.release(fh);
+        replyOk(req);
+      }),
+
+    readdir: (req, ino, size, offset) =>
+      run('readdir', req, async () => {
+        // A dirent takes at least 32 bytes: never fetch more than can be sent.
+        const page = await vfs.readdir(ino, offset, Math.max(1, Math.floor(size / 32)));
+        replyDirents(
+          req,
+          size,
+          page.entries.map((e, i) => ({ name: e.name, ino: e.ino, mode: e.type, nextOffset: offset + i + 1 })),
+        );
+      }),
+
+    statfs: (req) =>
+      run('statfs', req, async () => {
+        const s = await vfs.statfs();
+        const bsize = 4096;
+        replyStatfs(req, { bsize, frsize: bsize, blocks: Math.ceil(s.bytes / bsize), bfree: 0, bavail: 0, files: s.snapshots, ffree: 0, namemax: s.nameMax });
+      }),
+
+    getxattr: (req, ino, name, size) =>
+      run('getxattr', req, async () => {
+        const value = await vfs.getxattr(ino, name);
+        if (!value) replyErr(req, E.ENODATA);
+        else if (size === 0) replyXattrSize(req, value.length);
+        else if (value.length > size) replyErr(req, E.ERANGE);
+        else replyBuf(req, value);
+      }),
+
+    listxattr: (req, ino, size) =>
+      run('listxattr', req, async () => {
+        const names = await vfs.listxattr(ino);
+        const list = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
+        if (size === 0) replyXattrSize(req, list.length);
+        else if (list.length > size) replyErr(req, E.ERANGE);
+        else replyBuf(req, list);
+      }),
+  };
+}
