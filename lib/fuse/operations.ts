@@ -213,9 +213,9 @@ export class FuseOperations {
         process.nextTick(cb, 0);
       },
 
-      flush: (_path: string, _fd: number, cb: (err: number) => void) => process.nextTick(cb, 0),
-      fsync: (_path: string, _datasync: number, _fd: number, cb: (err: number) => void) => process.nextTick(cb, 0),
-      fsyncdir: (_path: string, _datasync: number, _fd: number, cb: (err: number) => void) => process.nextTick(cb, 0),
+      // No flush, fsync or opendir handlers on purpose: libfuse answers those itself
+      // (flush: ENOSYS once, after which the kernel stops sending it on every close),
+      // sparing a round trip through the event loop.
 
       statfs: (path: string, cb: Cb<[Record<string, number>?]>) =>
         this.run('statfs', path, cb, async () => {
