@@ -1,6 +1,6 @@
 // Hostile bytes against every on-disk decoder: random input and mutations of valid
 // encodings (with checksums repaired half the time, so mutations reach the parsing behind
-// them). Each decoder must reject with a SnapfsError only, never take more than a second
+// them). Each decoder must reject with a SnapfsError only, never take more than 2 s
 // for one input, and never allocate more than 64x its input plus 4 MiB. A hang is caught by
 // a heartbeat and reported with the input that caused it.
 //
