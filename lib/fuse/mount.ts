@@ -10,6 +10,8 @@ import { Vfs } from '../read/vfs.js';
 import { SnapfsError, errnoCode } from '../errors.js';
 import { loadFuseNative, FuseNativeInstance } from './native.js';
 import { FuseOperations } from './operations.js';
+import { lowLevelHandlers } from './lowlevel.js';
+import { mountLowLevel } from '../platform/libfuse.js';
 
 /** Attribute and entry timeout (seconds): see docs/mount.md, "Caching". */
 export const ATTR_TIMEOUT_S = 1;
@@ -25,7 +27,26 @@ export interface MountOptions {
   debug?: boolean;
 }
 
-/** The mount options passed to libfuse. */
+/**
+ * Which binding serves the mount. snapfs's own low-level binding is the default: it passes
+ * names as raw bytes, 64-bit inode numbers and nanosecond times, with per-entry timeouts.
+ * fuse-native (libfuse's high-level, path-based API) serves --nfs mounts, where libfuse's
+ * `noforget` keeps every node so NFS file handles stay valid; see docs/mount.md.
+ */
+export function bindingFor(opts: MountOptions): 'lowlevel' | 'fuse-native' {
+  if (process.env.SNAPFS_FUSE === 'fuse-native' || opts.nfs) return 'fuse-native';
+  return 'lowlevel';
+}
+
+/** Mount options for the low-level binding: caching is decided per reply, not here. */
+export function lowLevelMountOptions(opts: MountOptions): string[] {
+  const o = ['ro', 'default_permissions', 'fsname=snapfs', 'subtype=snapfs'];
+  if (opts.allowOther) o.push('allow_other');
+  if (opts.debug) o.push('debug');
+  return o;
+}
+
+/** The mount options passed to libfuse's high-level API (fuse-native). */
 export function mountOptions(opts: MountOptions): string[] {
   const o = [
     'ro',
@@ -180,13 +201,39 @@ export class MountedFs {
   private constructor(
     readonly mountPoint: string,
     readonly options: string[],
-    private readonly fuse: FuseNativeInstance,
     private readonly releaseLoop: () => void,
     readonly mountId: number,
+    readonly binding: 'lowlevel' | 'fuse-native',
   ) {}
 
   /** Mounts `vfs` at `mountPoint` (already checked with prepareMountPoint); resolves once the kernel talks to us. */
   static async mount(vfs: Vfs, mountPoint: string, opts: MountOptions = {}): Promise<MountedFs> {
+    return bindingFor(opts) === 'lowlevel' ? MountedFs.mountLowLevel(vfs, mountPoint, opts) : MountedFs.mountFuseNative(vfs, mountPoint, opts);
+  }
+
+  private static async mountLowLevel(vfs: Vfs, mountPoint: string, opts: MountOptions): Promise<MountedFs> {
+    const options = lowLevelMountOptions(opts);
+    let session;
+    try {
+      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log }), {
+        onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
+      });
+    } catch (err) {
+      throw new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${(err as Error).message} (is /dev/fuse available?)`, { cause: err });
+    }
+    const entry = await findMount(mountPoint);
+    if (!entry) throw new SnapfsError('IO_ERROR', `mounted at ${mountPoint}, but the mount is not listed in /proc/self/mountinfo`);
+    // After the kernel side is gone, end the session so the event loop can finish.
+    const releaseLoop = (): void => {
+      if (!session.isClosed) session.unmount({ force: true }).catch(() => undefined);
+    };
+    const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'lowlevel');
+    session.closed.then(() => m.markGone(), () => m.markGone());
+    m.watch();
+    return m;
+  }
+
+  private static async mountFuseNative(vfs: Vfs, mountPoint: string, opts: MountOptions): Promise<MountedFs> {
     const { Fuse, binding } = loadFuseNative();
     const options = mountOptions(opts);
     const optionString = '-o' + options.join(',');
@@ -219,7 +266,7 @@ export class MountedFs {
     const releaseLoop = (): void => {
       if (fuse._thread) binding.fuse_native_unmount(mountPoint, fuse._thread);
     };
-    const m = new MountedFs(mountPoint, options, fuse, releaseLoop, entry.id);
+    const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'fuse-native');
     m.watch();
     return m;
   }

@@ -313,14 +313,16 @@ export class Vfs {
   }
 
   /**
-   * Whether a node is snapshot content (immutable: its attributes, name bindings and data
-   * never change, so the kernel may cache them for long). The root, source directories
-   * and `last` change as backups commit.
+   * Whether a node is content inside a snapshot (immutable: its attributes, name bindings
+   * and data never change, so the kernel may cache them for long). The root, source
+   * directories and `last` change as backups commit, and a snapshot directory itself
+   * leaves when it is forgotten: those are revalidated quickly, and with them every path
+   * that walks through them.
    */
   isSnapshotContent(id: bigint): boolean {
     if (id === ROOT_ID) return false;
     const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    return n !== undefined && (n.type === 'entry' || n.type === 'snapshot');
+    return n !== undefined && n.type === 'entry';
   }
 
   /** Whether a node id is still in the table (a path-based caller then uses it again). */
