@@ -81,6 +81,7 @@ export async function mountForeground(t: any, repo: string, mnt: string, extra: 
         }
       }
       await forceUnmount(mnt);
+      if (process.env.SNAPFS_TEST_DEBUG) console.error(`mount server output:\n${child.output().stderr}`);
     })());
   t.teardown(stop);
   const info = await new Promise<Mounted['info']>((resolve, reject) => {
