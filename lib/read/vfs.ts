@@ -589,9 +589,16 @@ export class Vfs {
     const n = this.node(id);
     const out: VfsDirEntry[] = [];
     const self = await this.attrOf(n);
-    if (offset === 0) out.push({ name: DOT, ino: self.ino, type: S_IFDIR });
-    if (offset <= 1) out.push({ name: DOTDOT, ino: await this.parentIno(n), type: S_IFDIR });
-    let pos = Math.max(offset, 2);
+    let pos = offset;
+    if (pos === 0 && out.length < max) {
+      out.push({ name: DOT, ino: self.ino, type: S_IFDIR });
+      pos = 1;
+    }
+    if (pos === 1 && out.length < max) {
+      out.push({ name: DOTDOT, ino: await this.parentIno(n), type: S_IFDIR });
+      pos = 2;
+    }
+    if (pos < 2) return { entries: out, next: pos };
     if (n.type === 'root' || n.type === 'source') {
       const prefix = n.type === 'root' ? '' : n.prefix;
       const names = syntheticChildren(this.level(prefix));
