@@ -6,9 +6,10 @@ import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs, constants as C } from 'node:fs';
 import path from 'node:path';
-import { isRoot } from './helpers/tree-gen.js';
+import { generateFidelityTree, isRoot } from './helpers/tree-gen.js';
+import { compareTrees } from './helpers/tree-compare.js';
 import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, mountForeground, waitFor } from './helpers/mount.js';
+import { applyMountNameSpelling, backup, compareMtimesMs, fuseAvailable, initRepo, mountForeground, waitFor } from './helpers/mount.js';
 
 async function have(...tools: string[]): Promise<string[]> {
   const missing: string[] = [];
@@ -193,4 +194,44 @@ wait $gp
       t.ok((await fs.readFile(out).catch(() => Buffer.alloc(0))).equals(data), `${version}: ${rel} reads back byte for byte`);
     }
   }
+});
+
+// --nfs mounts are served by fuse-native (libfuse's high-level API, for noforget), which
+// passes names as UTF-8 strings and times in milliseconds: the same fidelity checks as
+// test/mount.test.ts, against the documented spelling and at the millisecond.
+t.test('--nfs (fuse-native): diff -r, cp -a and tar see the source, names spelled as documented', { skip: !(await fuseAvailable()) && 'needs /dev/fuse' }, async (t) => {
+  const work = await tmpDir(t, 'mount-nfs-fidelity');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  await generateFidelityTree(src, { chunk: { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }, bigFileBytes: 8 * 1024 * 1024 });
+  await initRepo(repo);
+  const snap = await backup(repo, src, 'host/fid');
+  await fs.mkdir(mnt);
+  // The source as fuse-native shows it: each byte b of a name or symlink target that is
+  // not valid UTF-8 becomes U+F700+b (docs/mount.md, "Known limits").
+  const expected = path.join(work, 'expected');
+  await runProcess('cp', ['-a', src, expected]);
+  t.ok((await applyMountNameSpelling(expected)) > 0, 'the fidelity tree has non-UTF-8 names to check');
+
+  const m = await mountForeground(t, repo, mnt, ['--nfs']);
+  t.ok(m.info.options.includes('use_ino') && m.info.options.includes('noforget'), 'served by fuse-native with use_ino and noforget');
+  const dated = path.join(mnt, 'host', 'fid', snap.name);
+  const last = path.join(mnt, 'host', 'fid', 'last') + '/';
+
+  // diff cannot compare fifos and device nodes and says so; compareTrees checks them.
+  const diff = await runProcess('diff', ['-r', '--no-dereference', expected, dated], { allowFail: true });
+  const real = diff.stdout.split('\n').filter(Boolean).filter((l) => !/^File .* is a (fifo|character special file|block special file|socket) while file .* is a \1$/.test(l));
+  t.same(real, [], 'diff -r finds no difference');
+  // fuse-native passes times in milliseconds: mtime is compared at the millisecond
+  // (compareMtimesMs); everything else compareTrees checks is compared exactly.
+  t.same(await compareTrees(expected, dated, { ignore: ['mtime'] }), [], 'the snapshot dir matches the source');
+  t.same(await compareMtimesMs(expected, dated), [], 'mtimes match to the millisecond');
+  const copy = path.join(work, 'copy');
+  await runProcess('cp', ['-a', last, copy]);
+  t.same(await compareTrees(expected, copy, { ignore: ['mtime'] }), [], 'cp -a of last/ reproduces the source');
+  t.same(await compareMtimesMs(expected, copy), [], 'copied mtimes match to the millisecond');
+  const list = (dir: string) => runProcess('sh', ['-c', 'tar --sort=name -cf - -C "$1" . | tar -tvf -', 'sh', dir]);
+  const [a, b] = await Promise.all([list(expected), list(last)]);
+  t.equal(b.stdout, a.stdout, 'tar -c of last/ lists the same entries as of the source');
 });
