@@ -250,8 +250,9 @@ class SourceWalker {
     const abs = childPath(dirAbs, st.name);
     const rel = dirRel ? `${dirRel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
     if (st.errno !== 0) {
-      // ENOENT: deleted between readdir and stat, so it is simply not in this snapshot.
-      if (st.errno !== 2) {
+      // ENOENT: deleted between readdir and stat, so it is simply not in this snapshot;
+      // ENOTDIR: so was its directory, replaced by a file meanwhile.
+      if (st.errno !== 2 && st.errno !== 20) {
         this.stats.filesFailed++;
         this.warn(rel, Object.assign(new Error(`lstat failed (errno ${st.errno})`), { code: `errno ${st.errno}` }), 'skipped');
       }
@@ -287,7 +288,14 @@ class SourceWalker {
       }
     } catch (err) {
       const code = errnoCode(err);
-      if (code === 'ENOENT') return undefined; // vanished while we looked: not in this snapshot
+      // Vanished while we looked (ENOTDIR: its directory became a file): not in this snapshot.
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      // Replaced by something of another kind (a directory, a symlink: O_NOFOLLOW gives
+      // ELOOP) after it was listed: what is there now is new, for the next backup.
+      if (code === 'ENOTREG' || code === 'ELOOP') {
+        this.warn(rel, err, 'changed type while being read; not in this snapshot');
+        return undefined;
+      }
       if (err instanceof SnapfsError && err.code !== 'IO_ERROR') throw err; // repository trouble: abort
       if (code === 'ENOSPC' || code === 'EDQUOT') throw fromSystemError(err, rel);
       this.stats.filesFailed++;
