@@ -19,6 +19,7 @@ import { SnapshotCatalog, nextSnapshotName, validateSourceName } from '../snapsh
 import { FileContentReader } from './file-content.js';
 import { ExcludeMatcher } from './exclude.js';
 import { Semaphore, mapLimit } from '../util/semaphore.js';
+import { directoryBase } from '../util/long-path.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
 export interface BackupOptions {
@@ -165,7 +166,17 @@ class SourceWalker {
   }
 
   /** Stores one directory and returns its tree id. */
-  async directory(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
+  async directory(dirPath: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
+    // Deep trees: below PATH_MAX whatever the depth (see lib/util/long-path.ts).
+    const base = await directoryBase(dirPath);
+    try {
+      return await this.directoryAt(base.path, rel, parentTree);
+    } finally {
+      await base.close();
+    }
+  }
+
+  private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
     const scanned = await this.scans.run(() => scanDir(abs)).then(decodeScan);
     scanned.sort((a, b) => compareNames(a.name, b.name));
     let previous: TreeEntry[] = [];

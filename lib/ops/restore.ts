@@ -14,6 +14,9 @@ import { Repository } from '../store/repository.js';
 import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader } from '../read/file-reader.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
+import { baseDescriptor, directoryBase } from '../util/long-path.js';
+
+const SLASH = Buffer.from('/');
 
 export interface RestoreOptions {
   /** Path inside the snapshot; the whole snapshot when absent. */
@@ -45,19 +48,22 @@ export async function restore(repo: Repository, snap: SnapshotRecord, target: st
   const targetAbs = path.resolve(target);
   await prepareTarget(targetAbs);
   const r = new Restorer(trees, files, stats, opts);
-
-  const components = pathComponents(opts.subPath ?? '');
-  const rootId = idFromHex(snap.root);
-  if (components.length === 0) {
-    await r.directoryContents(rootId, Buffer.from(targetAbs));
-    const m = snap.rootMeta;
-    await r.applyMeta(Buffer.from(targetAbs), {
-      kind: EntryKind.Directory, mode: m.mode, uid: m.uid, gid: m.gid, mtimeNs: BigInt(m.mtimeNs),
-    } as TreeEntry);
-  } else {
-    const { entry } = await trees.resolve(rootId, components, `${snap.source}@${snap.name}:${opts.subPath}`);
-    // Like cp: restoring users/bob creates TARGET/bob.
-    await r.entry(entry!, Buffer.concat([Buffer.from(targetAbs + '/'), entry!.name]));
+  try {
+    const components = pathComponents(opts.subPath ?? '');
+    const rootId = idFromHex(snap.root);
+    if (components.length === 0) {
+      await r.directoryContents(rootId, Buffer.from(targetAbs));
+      const m = snap.rootMeta;
+      await r.applyMeta(Buffer.from(targetAbs), {
+        kind: EntryKind.Directory, mode: m.mode, uid: m.uid, gid: m.gid, mtimeNs: BigInt(m.mtimeNs),
+      } as TreeEntry);
+    } else {
+      const { entry } = await trees.resolve(rootId, components, `${snap.source}@${snap.name}:${opts.subPath}`);
+      // Like cp: restoring users/bob creates TARGET/bob.
+      await r.entry(entry!, Buffer.concat([Buffer.from(targetAbs + '/'), entry!.name]));
+    }
+  } finally {
+    await r.close();
   }
   return stats;
 }
@@ -95,15 +101,32 @@ class Restorer {
     private readonly opts: RestoreOptions,
   ) {}
 
-  async directoryContents(treeId: Buffer, dir: Buffer): Promise<void> {
-    for await (const e of this.trees.entries(treeId)) {
-      await this.entry(e, Buffer.concat([dir, Buffer.from('/'), e.name]));
+  /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
+  private readonly pinned = new Map<number, () => Promise<void>>();
+
+  /** `shown`: the directory's real path, for messages (`dir` may be a /proc/self/fd path). */
+  async directoryContents(treeId: Buffer, dir: Buffer, shown: Buffer = dir): Promise<void> {
+    // Deep trees: below PATH_MAX whatever the depth (see lib/util/long-path.ts). The
+    // directory is opened with O_NOFOLLOW, so the descriptor is the directory just made.
+    const base = await directoryBase(dir);
+    try {
+      for await (const e of this.trees.entries(treeId)) {
+        await this.entry(e, Buffer.concat([base.path, SLASH, e.name]), Buffer.concat([shown, SLASH, e.name]));
+      }
+    } finally {
+      if (base.fd !== undefined && this.pinned.has(base.fd)) this.pinned.set(base.fd, base.close);
+      else await base.close();
     }
   }
 
+  async close(): Promise<void> {
+    for (const close of this.pinned.values()) await close();
+    this.pinned.clear();
+  }
+
   /** Creates `dest` (which must not exist) from `e`, recursively for directories. */
-  async entry(e: TreeEntry, dest: Buffer): Promise<void> {
-    const display = dest.toString('utf8');
+  async entry(e: TreeEntry, dest: Buffer, shown: Buffer = dest): Promise<void> {
+    const display = shown.toString('utf8');
     try {
       switch (e.kind) {
         case EntryKind.Directory: {
@@ -111,7 +134,7 @@ class Restorer {
           const st = await fs.lstat(dest);
           if (!st.isDirectory()) throw new SnapfsError('UNSAFE_PATH', `${display}: not a directory after mkdir`);
           this.stats.directories++;
-          await this.directoryContents(e.subtree!, dest);
+          await this.directoryContents(e.subtree!, dest, shown);
           break;
         }
         case EntryKind.File:
@@ -124,6 +147,9 @@ class Restorer {
               return; // shares the first link's data and metadata
             }
             this.links.set(key, dest);
+            // The other names link to this path later: its descriptor must outlive its directory.
+            const fd = baseDescriptor(dest);
+            if (fd !== undefined) this.pinned.set(fd, async () => undefined);
           }
           await this.file(e, dest);
           break;
