@@ -3,8 +3,8 @@ import './bootstrap.js';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { reportError } from './output.js';
-import { EXIT_USAGE } from './exit-codes.js';
-import { fromSystemError } from '../lib/errors.js';
+import { EXIT_BY_CODE, EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
+import { fromSystemError, isSnapfsError } from '../lib/errors.js';
 import * as init from './commands/init.js';
 import * as backupCmd from './commands/backup.js';
 import * as browse from './commands/browse.js';
@@ -38,17 +38,27 @@ async function main(): Promise<void> {
     });
   for (const c of commands) y = c.register(y);
   // A failure in a background promise (an index commit on a full disk, say) still
-  // ends the command with its proper message and exit code, never a hang.
+  // ends the command with its proper message and exit code, never a hang. Not by calling
+  // process.exit() at once: lmdb-js's write thread may be waiting for this thread to run a
+  // transaction callback, and exit() joins the thread pool, so the process hung for good
+  // (one disk-full backup in three). The command's own error path normally ends it with the
+  // same error a moment later; the timer only covers a command that would never end.
+  let background: number | undefined;
   process.on('unhandledRejection', async (err) => {
     const cause = (err as { commitError?: Promise<unknown> } | null)?.commitError; // lmdb-js keeps the errno here
     const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
+    if (background !== undefined) return;
     const systemish = (inner as { code?: unknown } | null)?.code !== undefined;
-    process.exit(reportError(systemish ? fromSystemError(inner, 'background task') : inner, json));
+    background = reportError(systemish ? fromSystemError(inner, 'background task') : inner, json);
+    process.exitCode = background;
+    setTimeout(() => process.exit(background), 10_000).unref();
   });
   try {
     await y.parseAsync();
   } catch (err) {
-    process.exit(reportError(err, json));
+    // Said once: the same failure already reported from the background is not repeated.
+    const code = background !== undefined && isSnapfsError(err) && (EXIT_BY_CODE[err.code] ?? EXIT_FAILURE) === background ? background : reportError(err, json);
+    process.exit(code);
   }
 }
 
