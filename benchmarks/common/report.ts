@@ -46,7 +46,8 @@ export function factsMarkdown(facts: Record<string, string>): string {
 
 /** A Markdown table with padded columns (readable as plain text too). */
 export function table(headers: string[], rows: Array<Array<string | number>>): string {
-  const cells = [headers, ...rows.map((r) => r.map(String))];
+  // A '|' inside a cell (shell pipelines) would end the cell in Markdown.
+  const cells = [headers, ...rows.map((r) => r.map(String))].map((r) => r.map((c) => c.replace(/\|/g, '\\|')));
   const widths = headers.map((_, i) => Math.max(3, ...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   return [line(cells[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.slice(1).map(line)].join('\n');
