@@ -3,7 +3,7 @@
 // (repair index). Writers commit one transaction per sealed pack; readers in other
 // processes (the mount) see each commit at their next read transaction.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statfsSync } from 'node:fs';
 import { open, RootDatabase, Database } from 'lmdb';
 import { BLOB_ID_BYTES, BlobId } from '../format/blob-id.js';
 import { BlobType, Compression, PackedBlob } from '../format/pack.js';
@@ -58,7 +58,11 @@ export class BlobIndex {
     // LMDB trusts its file: a truncated data.mdb kills the process with SIGBUS on the first
     // read, and lmdb-js crashes (SIGSEGV) on its own error path when mdb_env_open refuses a
     // damaged file. So the file is checked here first, and only a plausible one is opened.
-    checkDataFile(dir);
+    const exists = checkDataFile(dir);
+    // Creating an environment on a full disk crashes lmdb-js (SIGBUS or SIGSEGV) instead of
+    // failing: say so before it tries. (An existing one fails with ENOSPC cleanly, and must
+    // stay writable on a full disk: forget and prune are how space comes back.)
+    if (!exists && !readOnly) requireRoomForNewIndex(dir);
     let env: RootDatabase;
     try {
       env = open({ path: dir, maxDbs: 4, readOnly, noMemInit: true, compression: false, permissionsMode: 0o600 } as Parameters<typeof open>[0]);
@@ -185,8 +189,9 @@ export class BlobIndex {
 function damaged(what: string, err: unknown): SnapfsError {
   if (err instanceof SnapfsError) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  // Operating-system trouble (EACCES, ENOSPC, ...) is not damage.
-  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return fromSystemError(err, what);
+  // Operating-system trouble (EACCES, ENOSPC, ...) is not damage; lmdb-js gives the errno
+  // of a failed write as a number (28: ENOSPC).
+  if ((typeof code === 'string' && /^E[A-Z]+$/.test(code)) || (typeof code === 'number' && code > 0 && code < 200)) return fromSystemError(err, what);
   return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
 }
 
@@ -231,13 +236,13 @@ const META_TXNID = 128;
  * the last page its newest meta page says is in use (a truncated file: reading the missing
  * pages through the memory map raises SIGBUS). A missing file is left to LMDB (a new index).
  */
-export function checkDataFile(dir: string): void {
+export function checkDataFile(dir: string): boolean {
   const file = `${dir}/data.mdb`;
   let fd: number;
   try {
     fd = openSync(file, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw fromSystemError(err, `opening ${file}`);
   }
   const bad = (why: string): SnapfsError =>
@@ -274,6 +279,23 @@ export function checkDataFile(dir: string): void {
     if (size < needed) throw bad(`truncated: ${size} bytes, its last page ends at ${needed}`);
   } finally {
     closeSync(fd);
+  }
+  return true;
+}
+
+/** Room a new, empty index needs with margin (its first pages, the reader table). */
+const NEW_INDEX_BYTES = 1024 * 1024;
+
+function requireRoomForNewIndex(dir: string): void {
+  let free: number;
+  try {
+    const s = statfsSync(dir);
+    free = s.bavail * s.bsize;
+  } catch {
+    return; // cannot tell: let LMDB try
+  }
+  if (free < NEW_INDEX_BYTES) {
+    throw new SnapfsError('NO_SPACE', `creating the index in ${dir}: no space left on device (${free} bytes free; at least ${NEW_INDEX_BYTES} needed)`);
   }
 }
 
