@@ -127,10 +127,32 @@ t.test('a reader sees new snapshots and a moving last while backups run, and onl
   // forget and prune while mounted: forgotten snapshots disappear, kept ones read on
   // (prune deletes and repacks packs under the running mount).
   await runSnapfs(['forget', repo, '--keep-last', '2']);
-  const pruned = await runSnapfs(['prune', repo, '--repack-threshold', '1', '--json']);
-  t.comment(`prune: ${JSON.stringify(pruned.json).slice(0, 300)}`);
   const names = [...versionByName.keys()];
   const kept = names.slice(-2);
+  // A reader loop over the kept snapshots' files runs through the whole prune: every read
+  // must give the right bytes, and none may fail.
+  let pruning = true;
+  const duringPrune = { reads: 0, errors: [] as string[] };
+  const pruneReader = (async () => {
+    while (pruning) {
+      const name = kept[duringPrune.reads % kept.length]!;
+      const f = [...FILES, STATIC][duringPrune.reads % (FILES.length + 1)]!;
+      const want = f === STATIC ? content(STATIC, 0) : content(f, versionByName.get(name)!);
+      try {
+        const data = await fs.readFile(path.join(mnt, 'live', name, f));
+        if (!data.equals(want)) duringPrune.errors.push(`${name}/${f}: wrong bytes during prune`);
+      } catch (err) {
+        duringPrune.errors.push(`${name}/${f}: ${(err as Error).message}`);
+      }
+      duringPrune.reads++;
+    }
+  })();
+  const pruned = await runSnapfs(['prune', repo, '--repack-threshold', '1', '--json']);
+  pruning = false;
+  await pruneReader;
+  t.comment(`prune: ${JSON.stringify(pruned.json).slice(0, 300)}`);
+  t.same(duringPrune.errors.slice(0, 10), [], `${duringPrune.reads} reads through the mount during prune: right bytes, no errors`);
+  t.ok(duringPrune.reads > 0, 'the reader ran during prune');
   const gone = await waitFor(async () => (await fs.readdir(path.join(mnt, 'live'))).sort().join() === [...kept, 'last'].sort().join(), 5000, 50);
   t.ok(gone, 'forgotten snapshots leave the listing');
   await t.rejects(fs.lstat(path.join(mnt, 'live', names[0]!, FILES[0]!)), { code: 'ENOENT' }, 'and their paths are gone');
