@@ -1,8 +1,12 @@
 // Restores a snapshot (or one path of it) into a target directory with full metadata.
 // Safety: the target must be new or empty and not a symlink; every name comes from a
-// validated tree (one path component, never '.' or '..'); files are created with
-// O_EXCL|O_NOFOLLOW and directories are checked after mkdir, so nothing is ever written
-// through a symlink, including one this restore has just created.
+// validated tree (one path component, never '.' or '..'); every directory, the target
+// included, is opened with O_DIRECTORY|O_NOFOLLOW right after it is made (and must be ours),
+// and what goes in it is created through that descriptor (/proc/self/fd/N/name) with calls
+// that never follow a final symlink (mkdir, O_EXCL|O_NOFOLLOW, symlink, link, mknod); modes
+// are set through descriptors only. So nothing is ever written through a symlink, whether
+// this restore made it or someone who can write to TARGET swaps one in while it runs, and
+// the depth of the tree does not matter (paths stay far below PATH_MAX).
 
 import { promises as fs, constants } from 'node:fs';
 import path from 'node:path';
@@ -14,9 +18,12 @@ import { Repository } from '../store/repository.js';
 import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader } from '../read/file-reader.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
-import { baseDescriptor, directoryBase } from '../util/long-path.js';
+import { baseDescriptor } from '../util/long-path.js';
 
 const SLASH = Buffer.from('/');
+/** open(2)'s O_PATH on Linux (Node does not export it). */
+const O_PATH = 0o10000000;
+const EUID = process.geteuid?.() ?? 0;
 
 export interface RestoreOptions {
   /** Path inside the snapshot; the whole snapshot when absent. */
@@ -51,16 +58,24 @@ export async function restore(repo: Repository, snap: SnapshotRecord, target: st
   try {
     const components = pathComponents(opts.subPath ?? '');
     const rootId = idFromHex(snap.root);
-    if (components.length === 0) {
-      await r.directoryContents(rootId, Buffer.from(targetAbs));
-      const m = snap.rootMeta;
-      await r.applyMeta(Buffer.from(targetAbs), {
-        kind: EntryKind.Directory, mode: m.mode, uid: m.uid, gid: m.gid, mtimeNs: BigInt(m.mtimeNs),
-      } as TreeEntry);
-    } else {
-      const { entry } = await trees.resolve(rootId, components, `${snap.source}@${snap.name}:${opts.subPath}`);
-      // Like cp: restoring users/bob creates TARGET/bob.
-      await r.entry(entry!, Buffer.concat([Buffer.from(targetAbs + '/'), entry!.name]));
+    const shown = Buffer.from(targetAbs);
+    // The target may belong to someone else (a user's own restore directory); what restore
+    // makes inside it is reached through this descriptor only.
+    const dir = await r.openDirectory(shown, shown, false);
+    try {
+      if (components.length === 0) {
+        await r.directoryContents(rootId, dir.path, shown);
+        const m = snap.rootMeta;
+        await r.applyMeta(Buffer.concat([dir.path, Buffer.from('/.')]), {
+          kind: EntryKind.Directory, mode: m.mode, uid: m.uid, gid: m.gid, mtimeNs: BigInt(m.mtimeNs),
+        } as TreeEntry, targetAbs);
+      } else {
+        const { entry } = await trees.resolve(rootId, components, `${snap.source}@${snap.name}:${opts.subPath}`);
+        // Like cp: restoring users/bob creates TARGET/bob.
+        await r.entry(entry!, Buffer.concat([dir.path, SLASH, entry!.name]), Buffer.concat([shown, SLASH, entry!.name]));
+      }
+    } finally {
+      await dir.close();
     }
   } finally {
     await r.close();
@@ -93,6 +108,8 @@ async function prepareTarget(target: string): Promise<void> {
 class Restorer {
   /** First restored path of each hard-link group, by source device:inode. */
   private readonly links = new Map<string, Buffer>();
+  /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
+  private readonly pinned = new Map<number, () => Promise<void>>();
 
   constructor(
     private readonly trees: TreeReader,
@@ -101,21 +118,15 @@ class Restorer {
     private readonly opts: RestoreOptions,
   ) {}
 
-  /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
-  private readonly pinned = new Map<number, () => Promise<void>>();
-
-  /** `shown`: the directory's real path, for messages (`dir` may be a /proc/self/fd path). */
-  async directoryContents(treeId: Buffer, dir: Buffer, shown: Buffer = dir): Promise<void> {
-    // Deep trees: below PATH_MAX whatever the depth (see lib/util/long-path.ts). The
-    // directory is opened with O_NOFOLLOW, so the descriptor is the directory just made.
-    const base = await directoryBase(dir);
-    try {
-      for await (const e of this.trees.entries(treeId)) {
-        await this.entry(e, Buffer.concat([base.path, SLASH, e.name]), Buffer.concat([shown, SLASH, e.name]));
-      }
-    } finally {
-      if (base.fd !== undefined && this.pinned.has(base.fd)) this.pinned.set(base.fd, base.close);
-      else await base.close();
+  /**
+   * Restores a tree's entries into a directory given by an open descriptor's path
+   * (/proc/self/fd/N): names are looked up in that very directory, so nothing that happens
+   * to the path it was reached by (renamed, replaced by a symlink) can redirect a write.
+   * `shown` is its real path, for messages.
+   */
+  async directoryContents(treeId: Buffer, dir: Buffer, shown: Buffer): Promise<void> {
+    for await (const e of this.trees.entries(treeId)) {
+      await this.entry(e, Buffer.concat([dir, SLASH, e.name]), Buffer.concat([shown, SLASH, e.name]));
     }
   }
 
@@ -124,18 +135,47 @@ class Restorer {
     this.pinned.clear();
   }
 
+  /**
+   * Opens a directory without following a symlink and returns its descriptor path. One this
+   * restore made (`ours`) must also be owned by this process's user: another user's directory
+   * swapped in between mkdir and open is refused.
+   */
+  async openDirectory(dir: Buffer, shown: Buffer, ours = true): Promise<{ path: Buffer; fd: number; close(): Promise<void> }> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ELOOP' || code === 'ENOTDIR') throw new SnapfsError('UNSAFE_PATH', `${shown.toString('utf8')}: replaced by something that is not our directory while restoring; refusing to go on`);
+      throw err;
+    }
+    const st = await fh.stat();
+    if (!st.isDirectory() || (ours && st.uid !== EUID)) {
+      await fh.close();
+      throw new SnapfsError('UNSAFE_PATH', `${shown.toString('utf8')}: replaced by another user's directory while restoring; refusing to go on`);
+    }
+    return { path: Buffer.from(`/proc/self/fd/${fh.fd}`), fd: fh.fd, close: () => fh.close() };
+  }
+
   /** Creates `dest` (which must not exist) from `e`, recursively for directories. */
-  async entry(e: TreeEntry, dest: Buffer, shown: Buffer = dest): Promise<void> {
+  async entry(e: TreeEntry, dest: Buffer, shown: Buffer): Promise<void> {
     const display = shown.toString('utf8');
     try {
       switch (e.kind) {
         case EntryKind.Directory: {
           await fs.mkdir(dest, { mode: 0o700 });
-          const st = await fs.lstat(dest);
-          if (!st.isDirectory()) throw new SnapfsError('UNSAFE_PATH', `${display}: not a directory after mkdir`);
-          this.stats.directories++;
-          await this.directoryContents(e.subtree!, dest, shown);
-          break;
+          const dir = await this.openDirectory(dest, shown);
+          try {
+            this.stats.directories++;
+            await this.directoryContents(e.subtree!, dir.path, shown);
+            // Through the descriptor ('N/.' is the directory itself, never a symlink).
+            await this.applyMeta(Buffer.concat([dir.path, Buffer.from('/.')]), e, display);
+          } finally {
+            if (this.pinned.has(dir.fd)) this.pinned.set(dir.fd, dir.close);
+            else await dir.close();
+          }
+          this.opts.onProgress?.(this.stats, display);
+          return;
         }
         case EntryKind.File:
           if (e.nlink > 1) {
@@ -158,10 +198,10 @@ class Restorer {
           this.stats.others++;
           break;
         default:
-          mknod(dest, S_IFMT_BY_KIND[e.kind]! | (e.mode & 0o777), e.rdev);
+          await this.special(e, dest, display);
           this.stats.others++;
       }
-      await this.applyMeta(dest, e);
+      await this.applyMeta(dest, e, display, e.kind !== EntryKind.Symlink);
       this.opts.onProgress?.(this.stats, display);
     } catch (err) {
       if (err instanceof SnapfsError) throw err;
@@ -169,6 +209,7 @@ class Restorer {
     }
   }
 
+  /** A regular file: created O_EXCL|O_NOFOLLOW; owner and mode set through its descriptor. */
   private async file(e: TreeEntry, dest: Buffer): Promise<void> {
     const fh = await fs.open(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
@@ -180,6 +221,9 @@ class Restorer {
         this.stats.bytes += data.length;
       }
       await fh.truncate(e.size);
+      // chown clears setuid/setgid, so the mode goes after it.
+      if (isRoot) await fh.chown(e.uid, e.gid);
+      await fh.chmod(e.mode);
     } catch (err) {
       // A damaged chunk (or a full disk) must not leave a file that looks restored but
       // holds zeros where the data should be: the failed file is removed.
@@ -192,16 +236,40 @@ class Restorer {
     this.stats.files++;
   }
 
-  /** Owner, mode, xattrs, then times (last, since the others change ctime not mtime). */
-  async applyMeta(dest: Buffer, e: TreeEntry): Promise<void> {
-    if (isRoot) await fs.lchown(dest, e.uid, e.gid);
-    // chown clears setuid/setgid, so the mode goes after it; symlinks have no mode.
-    if (e.kind !== EntryKind.Symlink) await fs.chmod(dest, e.mode);
+  /** A fifo, socket or device node; owner and mode set through an O_PATH descriptor. */
+  private async special(e: TreeEntry, dest: Buffer, display: string): Promise<void> {
+    mknod(dest, S_IFMT_BY_KIND[e.kind]! | 0o600, e.rdev);
+    const fh = await fs.open(dest, O_PATH | constants.O_NOFOLLOW);
+    try {
+      const st = await fh.stat();
+      if ((st.mode & constants.S_IFMT) !== S_IFMT_BY_KIND[e.kind]) {
+        throw new SnapfsError('UNSAFE_PATH', `${display}: replaced by something else while restoring; refusing to go on`);
+      }
+      // chmod through /proc/self/fd/N reaches the inode the descriptor holds, nothing else.
+      const self = Buffer.from(`/proc/self/fd/${fh.fd}`);
+      if (isRoot) await fs.chown(self, e.uid, e.gid);
+      await fs.chmod(self, e.mode);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Xattrs and times (last, since the others change ctime, not mtime); owner and mode too
+   * when `ownerAndModeSet` is false. Only calls that never follow a symlink take `dest`
+   * (lchown, lsetxattr, utimensat with AT_SYMLINK_NOFOLLOW); a mode is only ever set through
+   * a descriptor (files, special files) or a descriptor path (directories, the target).
+   */
+  async applyMeta(dest: Buffer, e: TreeEntry, display: string, ownerAndModeSet = false): Promise<void> {
+    if (!ownerAndModeSet) {
+      if (isRoot) await fs.lchown(dest, e.uid, e.gid);
+      if (e.kind !== EntryKind.Symlink) await fs.chmod(dest, e.mode);
+    }
     for (const [name, value] of e.xattrs ?? []) {
       try {
         setXattr(dest, name, value);
       } catch (err) {
-        this.stats.warnings.push(`${dest.toString('utf8')}: xattr ${name.toString('utf8')}: ${(err as Error).message}`);
+        this.stats.warnings.push(`${display}: xattr ${name.toString('utf8')}: ${(err as Error).message}`);
       }
     }
     const sec = e.mtimeNs / 1_000_000_000n;
