@@ -21,6 +21,7 @@ import { Repository } from '../store/repository.js';
 import { BlobLocation } from '../store/blob-index.js';
 import { decodeStoredBlob } from '../store/blob-store.js';
 import { listPackFiles, readPackTrailer } from '../store/pack-files.js';
+import { checkPage } from '../tree/tree-reader.js';
 import { errnoCode } from '../errors.js';
 
 export interface CheckOptions {
@@ -275,17 +276,29 @@ class Checker {
     if (node.kind === 'leaf') return { list: node.entries, clean: true };
     const list: TreeEntry[] = [];
     let clean = true;
+    let prev: Buffer | undefined;
     for (const page of node.pages) {
       const leaf = await this.readTreeBlob(snap, page.id, dir);
       if (!leaf) {
         clean = false;
+        prev = undefined;
         continue;
       }
-      if (leaf.kind !== 'leaf' || leaf.entries.length !== page.count) {
-        this.problem({ kind: 'tree', snapshot: snap.name, snapshotId: snap.id, path: dir, blob: idToHex(page.id), message: `tree page ${idToHex(page.id)} does not match its index node` });
+      let why = leaf.kind !== 'leaf' ? 'is not a leaf page' : '';
+      if (!why && leaf.kind === 'leaf') {
+        try {
+          checkPage(id, page.firstName, page.count, leaf.entries, prev);
+        } catch (err) {
+          why = (err as Error).message.replace(/^tree [0-9a-f]+: /, '');
+        }
+      }
+      if (why || leaf.kind !== 'leaf') {
+        this.problem({ kind: 'tree', snapshot: snap.name, snapshotId: snap.id, path: dir, blob: idToHex(page.id), message: `tree page ${idToHex(page.id)} does not match its index node (${why})` });
         clean = false;
+        prev = undefined;
         continue;
       }
+      prev = leaf.entries[leaf.entries.length - 1]?.name ?? prev;
       list.push(...leaf.entries);
     }
     return { list, clean };

@@ -93,12 +93,14 @@ export class TreeReader {
       return;
     }
     let base = 0;
+    let prev: Buffer | undefined;
     for (const page of n.pages) {
       if (base + page.count > start) {
         const entries = await this.leaf(page.id);
-        if (entries.length !== page.count) throw new CorruptDataError(`tree ${idToHex(dirId)}: page count mismatch`);
+        checkPage(dirId, page.firstName, page.count, entries, prev);
+        prev = entries[entries.length - 1]?.name;
         for (let i = Math.max(0, start - base); i < entries.length; i++) yield entries[i]!;
-      }
+      } else prev = undefined; // pages skipped: the order across them was checked when read
       base += page.count;
     }
   }
@@ -123,6 +125,19 @@ export class TreeReader {
     }
     return entry ? { entry, dirId: entry.subtree } : { dirId: rootId };
   }
+}
+
+/**
+ * A page of a big directory must hold what its index entry says: `count` entries, the first
+ * named `firstName`, all after the previous page's last. Each page is sorted on its own, so
+ * this is what keeps one name from appearing twice in a directory (two pages of a crafted or
+ * damaged tree: a symlink, then a directory of the same name).
+ */
+export function checkPage(dirId: BlobId, firstName: Buffer, count: number, entries: readonly TreeEntry[], prevName: Buffer | undefined): void {
+  const what = `tree ${idToHex(dirId)}`;
+  if (entries.length !== count) throw new CorruptDataError(`${what}: page count mismatch`);
+  if (entries.length > 0 && !entries[0]!.name.equals(firstName)) throw new CorruptDataError(`${what}: page does not start with the name its index gives`);
+  if (prevName && entries.length > 0 && compareNames(prevName, entries[0]!.name) >= 0) throw new CorruptDataError(`${what}: pages overlap (a name out of order or twice)`);
 }
 
 /** Splits a path inside a snapshot into name components (raw bytes). */
