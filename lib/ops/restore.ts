@@ -255,16 +255,15 @@ class Restorer {
   }
 
   /**
-   * Xattrs and times (last, since the others change ctime, not mtime); owner and mode too
-   * when `ownerAndModeSet` is false. Only calls that never follow a symlink take `dest`
-   * (lchown, lsetxattr, utimensat with AT_SYMLINK_NOFOLLOW); a mode is only ever set through
-   * a descriptor (files, special files) or a descriptor path (directories, the target).
+   * Xattrs and times, then owner and mode when `ownerAndModeSet` is false. Mode comes last:
+   * the calls before it go through `dest`, which for a directory is 'N/.' and needs search
+   * permission on it (a directory stored as 0644 must still get its times when restored by
+   * its non-root owner); times may come first since chown and chmod change ctime, not mtime.
+   * Only calls that never follow a symlink take `dest` (lchown, lsetxattr, utimensat with
+   * AT_SYMLINK_NOFOLLOW); a mode is only ever set through a descriptor (files, special
+   * files) or a descriptor path (directories, the target).
    */
   async applyMeta(dest: Buffer, e: TreeEntry, display: string, ownerAndModeSet = false): Promise<void> {
-    if (!ownerAndModeSet) {
-      if (isRoot) await fs.lchown(dest, e.uid, e.gid);
-      if (e.kind !== EntryKind.Symlink) await fs.chmod(dest, e.mode);
-    }
     for (const [name, value] of e.xattrs ?? []) {
       try {
         setXattr(dest, name, value);
@@ -277,5 +276,9 @@ class Restorer {
     const s = nsec < 0n ? sec - 1n : sec;
     const ns = nsec < 0n ? nsec + 1_000_000_000n : nsec;
     utimensNoFollow(dest, Number(s), Number(ns), Number(s), Number(ns));
+    if (!ownerAndModeSet) {
+      if (isRoot) await fs.lchown(dest, e.uid, e.gid);
+      if (e.kind !== EntryKind.Symlink) await fs.chmod(dest, e.mode);
+    }
   }
 }
