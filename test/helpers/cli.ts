@@ -141,10 +141,18 @@ export type SnapfsChild = ChildProcess & { output(): { stdout: string; stderr: s
  * alive when the test process exits.
  */
 export function spawnSnapfs(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): SnapfsChild {
-  const child = track(spawn(process.execPath, [cliPath(), ...args], {
+  return spawnNode(cliPath(), args, opts);
+}
+
+/**
+ * Starts `node SCRIPT ...args` the way spawnSnapfs starts the CLI. With `ipc`, the child
+ * also gets a message channel (process.send / 'message' on both sides).
+ */
+export function spawnNode(script: string, args: string[], opts: { env?: Record<string, string>; cwd?: string; ipc?: boolean } = {}): SnapfsChild {
+  const child = track(spawn(process.execPath, [script, ...args], {
     cwd: opts.cwd,
     env: childEnv(opts.env),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: opts.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   }));
   const out: Buffer[] = [];
   const err: Buffer[] = [];
