@@ -49,6 +49,29 @@ export class Output {
   }
 }
 
+/**
+ * Writes a long listing to stdout in 64 KiB pieces, waiting whenever the reader is behind:
+ * a million lines never pile up in memory.
+ */
+export class StdoutStream {
+  private parts: string[] = [];
+  private size = 0;
+
+  async write(text: string): Promise<void> {
+    this.parts.push(text);
+    this.size += text.length;
+    if (this.size >= 64 * 1024) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.parts.length === 0) return;
+    const chunk = this.parts.join('');
+    this.parts = [];
+    this.size = 0;
+    if (!process.stdout.write(chunk)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+  }
+}
+
 /** Prints an error once, at the edge, and returns the exit code for it. */
 export function reportError(err: unknown, json: boolean): number {
   if (err instanceof SnapfsError) {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, flock, funlock, listXattrs, mknod, projectRoot,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, projectRoot,
   scanDir, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -481,6 +481,7 @@ t.test('scanDir', async (tt) => {
   tt.equal(byName.get('sub')!.atimeNs, -5n * 1_000_000_000n + 7n, 'negative time decoded');
   tt.equal(byName.get('sub')!.mtimeNs, 4_000_000_000_999_999_999n, 'time beyond 2^32 s decoded');
 
+  tt.same(entries.map((e) => hex(e.name)), expected.map(hex).sort(), 'sorted by name (Buffer.compare order)');
   tt.same(decodeScan(await scanDir(join(dir, 'sub'))), [], 'empty dir');
   tt.equal((await scanDir(dir + '/')).length, buf.length, 'string path');
 });
@@ -497,6 +498,16 @@ t.test('scanDir: many entries (buffer growth)', async (tt) => {
   tt.ok(entries.every((e) => e.errno === 0 && e.name.length === 207), 'names and stats intact');
   tt.equal(new Set(entries.map((e) => e.name.toString())).size, n, 'names unique');
   tt.same(b, a, 'concurrent scans agree');
+});
+
+t.test('scanDir: order is Buffer.compare order (prefixes first, bytes unsigned)', async (tt) => {
+  const dir = join(work, 'order');
+  fs.mkdirSync(dir);
+  const names = ['a', 'ab', 'a\x01', 'b', 'A', 'abc', 'aa'].map((s) => Buffer.from(s, 'latin1'));
+  names.push(Buffer.from([0xff]), Buffer.from([0x80, 0x01]), Buffer.from([0x61, 0xff]));
+  for (const n of names) fs.writeFileSync(Buffer.concat([Buffer.from(dir + '/'), n]), '');
+  const got = [...scanRecords(await scanDir(dir))].map((e) => e.name.toString('hex'));
+  tt.same(got, [...names].sort(Buffer.compare).map((n) => n.toString('hex')));
 });
 
 t.test('scanDir errors', async (tt) => {

@@ -1,7 +1,7 @@
 // Read-only commands over snapshots: snapshots, ls, cat.
 import type { Argv } from 'yargs';
 import { withRepository, displayName, jsonName } from '../context.js';
-import { Output, formatBytes } from '../output.js';
+import { Output, StdoutStream, formatBytes } from '../output.js';
 import { SnapshotCatalog, parseSnapshotSpec } from '../../lib/snapshot/catalog.js';
 import { TreeReader, pathComponents } from '../../lib/tree/tree-reader.js';
 import { FileReader } from '../../lib/read/file-reader.js';
@@ -77,28 +77,35 @@ export function register(y: Argv): Argv {
           .option('recursive', { alias: 'R', type: 'boolean', default: false, describe: 'list subdirectories too (names become paths)' })
           .option('json', { type: 'boolean', default: false }),
       async (argv) => {
-        const out = new Output({ json: argv.json });
         const spec = parseSnapshotSpec(argv.spec);
         await withRepository(argv.repo, async (repo) => {
           const snap = await new SnapshotCatalog(repo.snapshots).resolve(spec.source, spec.snapshot);
           const trees = new TreeReader(repo.blobs);
           const { entry, dirId } = await trees.resolve(idFromHex(snap.root), pathComponents(spec.path ?? ''), argv.spec);
-          const list: TreeEntry[] = [];
+          // Streamed: a directory of a million entries is listed without holding it.
+          const stream = new StdoutStream();
+          let count = 0;
+          const emit = async (e: TreeEntry): Promise<void> => {
+            if (argv.json) {
+              await stream.write(`${count++ ? ',\n' : ''}    ${JSON.stringify(entryJson(e))}`);
+              return;
+            }
+            const when = new Date(Number(e.mtimeNs / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
+            const link = e.target ? ` -> ${displayName(e.target)}` : '';
+            await stream.write(`${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${displayName(e.name)}${link}\n`);
+          };
           const walk = async (id: Buffer, prefix: Buffer): Promise<void> => {
             for await (const e of trees.entries(id)) {
               const named = prefix.length ? { ...e, name: Buffer.concat([prefix, e.name]) } : e;
-              list.push(named);
+              await emit(named);
               if (argv.recursive && e.subtree) await walk(e.subtree, Buffer.concat([named.name, Buffer.from('/')]));
             }
           };
+          if (argv.json) await stream.write(`{\n  "snapshot": ${JSON.stringify(snap.id)},\n  "entries": [\n`);
           if (dirId) await walk(dirId, Buffer.alloc(0));
-          else list.push(entry!);
-          for (const e of list) {
-            const when = new Date(Number(e.mtimeNs / 1_000_000n)).toISOString().replace('T', ' ').slice(0, 19);
-            const link = e.target ? ` -> ${displayName(e.target)}` : '';
-            out.info(`${modeString(e)} ${String(e.nlink).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${String(e.size).padStart(12)} ${when} ${displayName(e.name)}${link}`);
-          }
-          out.json({ snapshot: snap.id, entries: list.map(entryJson) });
+          else await emit(entry!);
+          if (argv.json) await stream.write(`${count ? '\n' : ''}  ]\n}\n`);
+          await stream.flush();
         }, true);
       },
     )

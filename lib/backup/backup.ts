@@ -7,17 +7,18 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { decodeScan, listXattrs, scanDir, NativeError, ScannedEntry, SmallFile } from '../platform/native.js';
+import { listXattrs, scanDir, scanRecords, NativeError, ScannedEntry, SmallFile } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
 import { BlobWriter } from '../store/blob-store.js';
 import { TreeReader } from '../tree/tree-reader.js';
-import { writeTree } from '../tree/tree-writer.js';
+import { TreeBuilder, writeTree } from '../tree/tree-writer.js';
 import { SnapshotCatalog, nextSnapshotName, validateSourceName } from '../snapshot/catalog.js';
 import { FileContentReader } from './file-content.js';
 import { ExcludeMatcher } from './exclude.js';
+import { ParentEntries } from './parent-entries.js';
 import { Semaphore, mapLimit } from '../util/semaphore.js';
 import { directoryBase } from '../util/long-path.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
@@ -57,6 +58,14 @@ const KIND_BY_FORMAT = new Map<number, EntryKind>([
 
 const FILE_CONCURRENCY = 16;
 const SUBDIR_CONCURRENCY = 4;
+/** Scanned names handled together (in parallel) before their entries go into the tree. */
+const WINDOW_ENTRIES = 4096;
+
+/** A scanned name and the parent snapshot's entry of that name. */
+interface WorkItem {
+  st: ScannedEntry;
+  old?: TreeEntry;
+}
 
 function emptyStats(): SnapshotStats {
   return {
@@ -177,39 +186,53 @@ class SourceWalker {
   }
 
   private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
-    const scanned = await this.scans.run(() => scanDir(abs)).then(decodeScan);
-    scanned.sort((a, b) => compareNames(a.name, b.name));
-    let previous: TreeEntry[] = [];
-    if (parentTree) {
-      try {
-        previous = await this.trees.readAll(parentTree);
-      } catch (err) {
-        // A damaged parent snapshot must not stop every later backup of the source: this
-        // directory is stored as if it were new (everything in it is read again).
-        if (!(err instanceof SnapfsError) || (err.code !== 'CORRUPT_DATA' && err.code !== 'BLOB_NOT_FOUND')) throw err;
-        this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again');
-        parentTree = undefined;
+    const scan = await this.scans.run(() => scanDir(abs)); // sorted by name
+    const previous = new ParentEntries(this.trees, parentTree, (err) =>
+      this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again'));
+    // Built as it goes, in windows of entries: a directory of a million messages is never
+    // held whole. Unchanged, it keeps the parent's tree id.
+    const tree = new TreeBuilder(this.writer, parentTree !== undefined);
+    let allReused = parentTree !== undefined;
+    let window: WorkItem[] = [];
+    const storeWindow = async (): Promise<void> => {
+      const results = await this.entries(abs, rel, window);
+      for (let k = 0; k < window.length; k++) {
+        const e = results[k];
+        if (e !== window[k]!.old || !e) {
+          allReused = false;
+          await tree.stopHolding();
+        }
+        if (e) await tree.add(e);
       }
-    }
-
-    // Merge-join with the parent's entries (both sorted by name).
-    const work: Array<{ st: ScannedEntry; old?: TreeEntry }> = [];
-    let j = 0;
-    for (const st of scanned) {
-      while (j < previous.length && compareNames(previous[j]!.name, st.name) < 0) j++;
-      const old = j < previous.length && previous[j]!.name.equals(st.name) ? previous[j] : undefined;
+      window = [];
+    };
+    for (const st of scanRecords(scan)) {
+      const old = await previous.match(st.name);
       const childRel = rel ? `${rel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
-      if (!this.excludes.empty && this.excludes.excludes(childRel, st.name.toString('utf8'))) continue;
-      work.push({ st, old });
+      if (!this.excludes.empty && this.excludes.excludes(childRel, st.name.toString('utf8'))) {
+        if (old) allReused = false;
+        continue;
+      }
+      window.push({ st, old });
+      if (window.length >= WINDOW_ENTRIES) await storeWindow();
     }
+    await storeWindow();
+    if (allReused && !previous.damaged && !(await previous.leftOver())) {
+      tree.discard();
+      return parentTree!;
+    }
+    return tree.finish();
+  }
 
+  /** The entries for a window of scanned names, in its order; undefined where skipped. */
+  private async entries(abs: Buffer, rel: string, work: readonly WorkItem[]): Promise<Array<TreeEntry | undefined>> {
     const subdirs = work.filter((w) => (w.st.mode & S_IFMT) === 0o040000);
     // Small changed files are read many per threadpool job: for a mail spool, the
     // round trip per file would cost more than the reading.
     const batched = work.filter((w) => this.readsInBatch(w.st, w.old));
     const inBatch = new Set(batched);
     const others = work.filter((w) => (w.st.mode & S_IFMT) !== 0o040000 && !inBatch.has(w));
-    const results = new Map<ScannedEntry, TreeEntry | undefined>();
+    const results = new Map<WorkItem, TreeEntry | undefined>();
     const batches: Array<typeof batched> = [];
     for (let i = 0; i < batched.length; i += SMALL_FILE_BATCH) batches.push(batched.slice(i, i + SMALL_FILE_BATCH));
     await Promise.all([
@@ -217,26 +240,13 @@ class SourceWalker {
         const read = await this.io.run(() => this.files.readBatch(batch.map((w) => childPath(abs, w.st.name))));
         for (let k = 0; k < batch.length; k++) {
           const w = batch[k]!;
-          results.set(w.st, await this.entry(abs, rel, w.st, w.old, read[k]));
+          results.set(w, await this.entry(abs, rel, w.st, w.old, read[k]));
         }
       }),
-      mapLimit(others, FILE_CONCURRENCY, async (w) => results.set(w.st, await this.entry(abs, rel, w.st, w.old))),
-      mapLimit(subdirs, SUBDIR_CONCURRENCY, async (w) => results.set(w.st, await this.entry(abs, rel, w.st, w.old))),
+      mapLimit(others, FILE_CONCURRENCY, async (w) => results.set(w, await this.entry(abs, rel, w.st, w.old))),
+      mapLimit(subdirs, SUBDIR_CONCURRENCY, async (w) => results.set(w, await this.entry(abs, rel, w.st, w.old))),
     ]);
-
-    const entries: TreeEntry[] = [];
-    let allReused = parentTree !== undefined && work.length === previous.length;
-    for (const w of work) {
-      const e = results.get(w.st);
-      if (!e) {
-        allReused = false;
-        continue;
-      }
-      if (e !== w.old) allReused = false;
-      entries.push(e);
-    }
-    if (allReused && parentTree) return parentTree;
-    return writeTree(this.writer, entries);
+    return work.map((w) => results.get(w));
   }
 
   /** A regular, single-link, small file that the parent snapshot does not already hold. */

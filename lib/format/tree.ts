@@ -265,29 +265,62 @@ export const PAGE_MAX_BYTES = 1024 * 1024;
 /** After the minimum, cut after a name whose hash has these low bits clear (~1 in 64). */
 const PAGE_CUT_MASK = 63;
 
+export interface TreePage {
+  firstName: Buffer;
+  count: number;
+  bytes: Buffer;
+}
+
 /**
- * Splits sorted entries into pages and encodes each. The cut after an entry depends only
- * on its name and the bytes since the previous cut, so an insertion disturbs one page.
+ * Cuts entries, given in name order, into encoded pages as they come. The cut after an
+ * entry depends only on its name and the bytes since the previous cut, so an insertion
+ * disturbs one page.
  */
-export function paginate(entries: readonly TreeEntry[]): Array<{ firstName: Buffer; count: number; bytes: Buffer }> {
-  const pages: Array<{ firstName: Buffer; count: number; bytes: Buffer }> = [];
-  let start = 0;
-  let w = new BinaryWriter(PAGE_MIN_BYTES * 2);
-  const flush = (end: number): void => {
-    const body = w.finish();
-    const header = new BinaryWriter(16).u8(TREE_FORMAT_VERSION).u8(NODE_LEAF).varint(end - start).finish();
-    const firstName = start < entries.length ? entries[start]!.name : Buffer.alloc(0); // empty directory
-    pages.push({ firstName, count: end - start, bytes: Buffer.concat([header, body]) });
-    start = end;
-    w = new BinaryWriter(PAGE_MIN_BYTES * 2);
-  };
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i]!;
-    encodeEntry(w, e);
-    const size = w.length;
-    if (size >= PAGE_MAX_BYTES || (size >= PAGE_MIN_BYTES && (hash32(e.name) & PAGE_CUT_MASK) === 0)) flush(i + 1);
+export class PageCutter {
+  private w = new BinaryWriter(PAGE_MIN_BYTES * 2);
+  private count = 0;
+  private firstName: Buffer = Buffer.alloc(0); // the empty directory's one page
+  private lastName: Buffer | undefined;
+  private pagesCut = 0;
+
+  /** Adds the next entry; returns the page it completes, if it completes one. */
+  add(e: TreeEntry): TreePage | undefined {
+    // A tree out of order would be unreadable (lookups are binary searches): never write one.
+    if (this.lastName && compareNames(this.lastName, e.name) >= 0) throw new CorruptDataError('tree: entries not sorted or duplicated');
+    this.lastName = e.name;
+    if (this.count === 0) this.firstName = e.name;
+    encodeEntry(this.w, e);
+    this.count++;
+    const size = this.w.length;
+    if (size >= PAGE_MAX_BYTES || (size >= PAGE_MIN_BYTES && (hash32(e.name) & PAGE_CUT_MASK) === 0)) return this.cut();
+    return undefined;
   }
-  if (start < entries.length || entries.length === 0) flush(entries.length);
+
+  /** The last page: what is left, or the one empty page of an empty directory. */
+  finish(): TreePage | undefined {
+    return this.count > 0 || this.pagesCut === 0 ? this.cut() : undefined;
+  }
+
+  private cut(): TreePage {
+    const header = new BinaryWriter(16).u8(TREE_FORMAT_VERSION).u8(NODE_LEAF).varint(this.count).finish();
+    const page = { firstName: this.firstName, count: this.count, bytes: Buffer.concat([header, this.w.finish()]) };
+    this.w = new BinaryWriter(PAGE_MIN_BYTES * 2);
+    this.count = 0;
+    this.pagesCut++;
+    return page;
+  }
+}
+
+/** Splits sorted entries into encoded pages (see PageCutter). */
+export function paginate(entries: readonly TreeEntry[]): TreePage[] {
+  const cutter = new PageCutter();
+  const pages: TreePage[] = [];
+  for (const e of entries) {
+    const page = cutter.add(e);
+    if (page) pages.push(page);
+  }
+  const last = cutter.finish();
+  if (last) pages.push(last);
   return pages;
 }
 

@@ -148,8 +148,8 @@ export function utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: num
 }
 
 /** Reads a directory and lstats every entry (except . and ..) on the libuv
- * threadpool; resolves to packed records, see decodeScan. Entries come in
- * readdir order. */
+ * threadpool; resolves to packed records, see decodeScan. Entries come sorted
+ * by name in Buffer.compare's order. */
 export async function scanDir(path: PathLike): Promise<Buffer> {
   // async so argument errors reject like the I/O errors do
   return native().scanDir(toBuf(path));
@@ -185,20 +185,24 @@ function decodeStat(buf: Buffer, q: number): Omit<ScannedEntry, 'name' | 'errno'
   };
 }
 
-/** Decodes scanDir's packed records. Names are copies, not views, so the big
- * scan buffer is not kept alive by them. */
-export function decodeScan(buf: Buffer): ScannedEntry[] {
-  const out: ScannedEntry[] = [];
+/** Decodes scanDir's packed records one at a time: a directory of a million entries
+ * is walked without a million objects alive at once. Names are copies, not views, so
+ * the big scan buffer is not kept alive by them. */
+export function* scanRecords(buf: Buffer): Generator<ScannedEntry> {
   let p = 0;
   while (p < buf.length) {
     if (p + 2 > buf.length) throw new RangeError('decodeScan: truncated record');
     const nameLen = buf.readUInt16LE(p);
     if (p + FIXED + nameLen > buf.length) throw new RangeError('decodeScan: truncated record');
     const q = p + 2 + nameLen;
-    out.push({ name: Buffer.from(buf.subarray(p + 2, q)), ...decodeStat(buf, q), errno: buf.readInt32LE(q + 92) });
+    yield { name: Buffer.from(buf.subarray(p + 2, q)), ...decodeStat(buf, q), errno: buf.readInt32LE(q + 92) };
     p += FIXED + nameLen;
   }
-  return out;
+}
+
+/** Decodes all of scanDir's packed records. */
+export function decodeScan(buf: Buffer): ScannedEntry[] {
+  return [...scanRecords(buf)];
 }
 
 export type FileStat = Omit<ScannedEntry, 'name' | 'errno'>;

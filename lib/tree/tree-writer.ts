@@ -3,14 +3,91 @@
 
 import { BlobId } from '../format/blob-id.js';
 import { BlobType } from '../format/pack.js';
-import { TreeEntry, encodeIndex, paginate } from '../format/tree.js';
+import { PageCutter, TreeEntry, TreePage, encodeIndex } from '../format/tree.js';
 import { BlobWriter } from '../store/blob-store.js';
 
-/** Entries must be sorted by name (Buffer.compare). Returns the directory's tree id. */
+/**
+ * Pages held back, while the directory may still turn out identical to its parent's, up
+ * to this many bytes; past it they are stored anyway (for a huge directory that changed
+ * nothing, that costs writes that deduplicate to nothing, not memory).
+ */
+const HOLD_LIMIT_BYTES = 8 * 1024 * 1024;
+
+interface StoredPage {
+  firstName: Buffer;
+  count: number;
+  id: Promise<BlobId>;
+}
+
+/**
+ * Builds one directory's tree from entries given in name order, storing each page as soon
+ * as it is cut: memory stays bounded whatever the size of the directory.
+ */
+export class TreeBuilder {
+  private readonly cutter = new PageCutter();
+  private readonly pages: StoredPage[] = [];
+  private held: TreePage[] = [];
+  private heldBytes = 0;
+
+  /**
+   * `holding`: keep pages unstored until `stopHolding` (the caller may yet reuse an
+   * existing tree and `discard` this one).
+   */
+  constructor(private readonly writer: BlobWriter, private holding = false) {}
+
+  async add(e: TreeEntry): Promise<void> {
+    const page = this.cutter.add(e);
+    if (page) await this.page(page);
+  }
+
+  /** Stores the pages held so far and every later one. */
+  async stopHolding(): Promise<void> {
+    if (!this.holding) return;
+    this.holding = false;
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const page of held) await this.store(page);
+  }
+
+  /** Stores the last page (and the index node of a paged directory); the tree's id. */
+  async finish(): Promise<BlobId> {
+    const last = this.cutter.finish();
+    if (last) await this.page(last);
+    await this.stopHolding();
+    const ids = await Promise.all(this.pages.map((p) => p.id));
+    if (ids.length === 1) return ids[0]!;
+    const index = encodeIndex(this.pages.map((p, i) => ({ firstName: p.firstName, count: p.count, id: ids[i]! })));
+    return (await this.writer.put(BlobType.Tree, index)).id;
+  }
+
+  /** Drops the held pages: the caller reuses an existing tree instead. */
+  discard(): void {
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  private async page(page: TreePage): Promise<void> {
+    if (this.holding && this.heldBytes + page.bytes.length <= HOLD_LIMIT_BYTES) {
+      this.held.push(page);
+      this.heldBytes += page.bytes.length;
+      return;
+    }
+    await this.stopHolding();
+    await this.store(page);
+  }
+
+  private async store(page: TreePage): Promise<void> {
+    await this.writer.waitForRoom();
+    const id = this.writer.put(BlobType.Tree, page.bytes).then((r) => r.id);
+    id.catch(() => undefined); // awaited in finish(); a failure is also kept by the writer
+    this.pages.push({ firstName: page.firstName, count: page.count, id });
+  }
+}
+
+/** Stores a whole directory given as sorted entries. Returns its tree id. */
 export async function writeTree(writer: BlobWriter, entries: readonly TreeEntry[]): Promise<BlobId> {
-  const pages = paginate(entries);
-  const stored = await Promise.all(pages.map((p) => writer.put(BlobType.Tree, p.bytes)));
-  if (pages.length === 1) return stored[0]!.id;
-  const index = encodeIndex(pages.map((p, i) => ({ firstName: p.firstName, count: p.count, id: stored[i]!.id })));
-  return (await writer.put(BlobType.Tree, index)).id;
+  const tree = new TreeBuilder(writer);
+  for (const e of entries) await tree.add(e);
+  return tree.finish();
 }

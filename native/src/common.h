@@ -47,6 +47,9 @@ static inline void sn_put16(uint8_t *p, uint16_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
 }
+static inline uint16_t sn_get16(const uint8_t *p) {
+  return (uint16_t)(p[0] | p[1] << 8);
+}
 static inline void sn_put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }

@@ -1,5 +1,8 @@
 /* Asynchronous readdir + lstat of every entry, packed into one Buffer so a
- * directory costs one threadpool job instead of one per entry. */
+ * directory costs one threadpool job instead of one per entry. Records come
+ * sorted by name (bytewise, shorter first on a tie: Buffer.compare's order), so
+ * the writer can walk a directory of a million entries beside its parent tree
+ * without decoding and sorting them all in JS. */
 #include "common.h"
 
 #include <dirent.h>
@@ -42,6 +45,8 @@ static void put_record(uint8_t *p, const char *name, size_t nlen,
   sn_put32(p + 92, (uint32_t)(int32_t)serr);
 }
 
+static bool sort_records(scan_job *j);
+
 /* Threadpool side: no napi calls allowed here. */
 static void scan_execute(napi_env env, void *data) {
   (void)env;
@@ -82,6 +87,44 @@ static void scan_execute(napi_env env, void *data) {
     j->len += 2 + nlen + FIXED_LEN;
   }
   closedir(dir);
+  if (!j->err && !sort_records(j)) j->err = ENOMEM;
+}
+
+static int compare_records(const void *a, const void *b, void *base) {
+  const uint8_t *ra = (const uint8_t *)base + *(const size_t *)a;
+  const uint8_t *rb = (const uint8_t *)base + *(const size_t *)b;
+  size_t la = sn_get16(ra), lb = sn_get16(rb);
+  int c = memcmp(ra + 2, rb + 2, la < lb ? la : lb);
+  if (c != 0) return c;
+  return la < lb ? -1 : la > lb ? 1 : 0;
+}
+
+/* Reorders the packed records by name: sorts their offsets, then copies. */
+static bool sort_records(scan_job *j) {
+  size_t n = 0;
+  for (size_t p = 0; p < j->len; p += 2 + sn_get16(j->buf + p) + FIXED_LEN) n++;
+  if (n < 2) return true;
+  size_t *offsets = malloc(n * sizeof *offsets);
+  uint8_t *sorted = malloc(j->len);
+  if (!offsets || !sorted) {
+    free(offsets);
+    free(sorted);
+    return false;
+  }
+  size_t i = 0;
+  for (size_t p = 0; p < j->len; p += 2 + sn_get16(j->buf + p) + FIXED_LEN) offsets[i++] = p;
+  qsort_r(offsets, n, sizeof *offsets, compare_records, j->buf);
+  size_t out = 0;
+  for (i = 0; i < n; i++) {
+    size_t rec = 2 + sn_get16(j->buf + offsets[i]) + FIXED_LEN;
+    memcpy(sorted + out, j->buf + offsets[i], rec);
+    out += rec;
+  }
+  free(offsets);
+  free(j->buf);
+  j->buf = sorted;
+  j->cap = j->len;
+  return true;
 }
 
 static void free_job(scan_job *j) {
