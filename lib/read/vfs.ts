@@ -30,6 +30,9 @@ import { SnapfsError } from '../errors.js';
 
 export const ROOT_ID = 1n;
 
+/** The only xattr namespace the mount shows (backups store all; see xattrsOf). */
+export const XATTR_NAMESPACES: readonly string[] = ['user.'];
+
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
@@ -213,6 +216,7 @@ export class Vfs {
   private readonly reportedDamage = new Set<string>();
   private readonly rootNlink = new Map<string, number>();
   private _epoch = 0;
+  private readonly removedListeners: Array<() => void> = [];
   readonly uid: number;
   readonly gid: number;
 
@@ -236,6 +240,11 @@ export class Vfs {
    */
   get epoch(): number {
     return this._epoch;
+  }
+
+  /** Calls `fn` whenever snapshots disappear (when epoch increments). */
+  onSnapshotsRemoved(fn: () => void): void {
+    this.removedListeners.push(fn);
   }
 
   /** Re-reads the snapshot list every `intervalMs` so new snapshots appear and `last` moves. */
@@ -297,8 +306,12 @@ export class Vfs {
       this.statfsCache = undefined;
     }
     if (!same) {
-      if ([...old].some((id) => !ids.has(id))) this._epoch++;
+      const removed = [...old].some((id) => !ids.has(id));
       this.state = buildState(records, ids);
+      if (removed) {
+        this._epoch++;
+        for (const fn of this.removedListeners) fn();
+      }
     }
     this.loadedAt = started;
   }
@@ -701,11 +714,11 @@ export class Vfs {
     return { bytes: this.statfsCache.bytes, snapshots: this.state.count, nameMax: 255 };
   }
 
-  /** Stored user.* extended attributes only. */
+  /** Stored extended attributes in XATTR_NAMESPACES only. */
   private xattrsOf(n: Node): Array<[Buffer, Buffer]> {
     if (n.type !== 'entry') return [];
     this.snapshotLive(n.snap);
-    return (n.entry.xattrs ?? []).filter(([k]) => k.subarray(0, 5).equals(USER_PREFIX));
+    return (n.entry.xattrs ?? []).filter(([k]) => XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p)));
   }
 
   async listxattr(id: bigint): Promise<Buffer[]> {
