@@ -389,11 +389,11 @@ export class Vfs {
   }
 
   private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
-    const path = parentPath.length ? Buffer.concat([parentPath, SLASH, entry.name]) : entry.name;
-    const id = nodeIdOf(['entry', snap.id, path]);
+    const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
     const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    if (known && known.type === 'entry' && known.snap.id === snap.id && known.path.equals(path)) return known;
-    return this.remember({ type: 'entry', id, snap, path, entry, attr: this.entryAttr(snap, path, entry), parentIno });
+    if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
+    const own = detachEntry(parentPath, entry);
+    return this.remember({ type: 'entry', id, snap, path: own.path, entry: own.entry, attr: this.entryAttr(snap, own.path, own.entry), parentIno });
   }
 
   // --- attributes --------------------------------------------------------------------
@@ -732,10 +732,46 @@ export class Vfs {
 }
 
 const EMPTY = Buffer.alloc(0);
-const SLASH = Buffer.from('/');
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
-const USER_PREFIX = Buffer.from('user.');
+const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
+
+/** Whether `path` is parent + '/' + name (just name at a snapshot's root). */
+function isChildPath(path: Buffer, parent: Buffer, name: Buffer): boolean {
+  if (parent.length === 0) return path.equals(name);
+  return path.length === parent.length + 1 + name.length && path[parent.length] === 0x2f &&
+    path.subarray(0, parent.length).equals(parent) && path.subarray(parent.length + 1).equals(name);
+}
+
+/**
+ * A node's path and entry in one exact-size buffer of their own. A decoded entry's bytes
+ * are views into its tree page, and a small Buffer.concat lands in a shared 8 KiB pool
+ * slab: a node kept for long (the kernel pins every name it holds) would keep the whole
+ * page or slab alive, which made the mount's memory grow with the files it had seen.
+ */
+function detachEntry(parentPath: Buffer, e: TreeEntry): { path: Buffer; entry: TreeEntry } {
+  const prefix = parentPath.length ? parentPath.length + 1 : 0;
+  let size = prefix + e.name.length + (e.target?.length ?? 0) + (e.content?.length ?? 0) + (e.subtree?.length ?? 0);
+  for (const [k, v] of e.xattrs ?? []) size += k.length + v.length;
+  const buf = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  const take = (b: Buffer): Buffer => {
+    b.copy(buf, at);
+    at += b.length;
+    return buf.subarray(at - b.length, at);
+  };
+  if (prefix) {
+    take(parentPath);
+    buf[at++] = 0x2f;
+  }
+  const entry: TreeEntry = { ...e, name: take(e.name) };
+  const path = buf.subarray(0, at);
+  if (e.target) entry.target = take(e.target);
+  if (e.content) entry.content = take(e.content);
+  if (e.subtree) entry.subtree = take(e.subtree);
+  if (e.xattrs) entry.xattrs = e.xattrs.map(([k, v]) => [take(k), take(v)]);
+  return { path, entry };
+}
 
 function buildState(records: SnapshotRecord[], ids: Set<string>): CatalogState {
   const levels = new Map<string, Level>();
