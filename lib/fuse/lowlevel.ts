@@ -4,6 +4,11 @@
 // asynchronously; errors become errno in errnoOf only. Timeouts are per reply: snapshot
 // content is immutable and cached for long, while the root, source directories and
 // `last` are revalidated within a second so new snapshots appear and `last` moves.
+//
+// Replies also tell the binding what it may answer itself, on its own thread, without
+// waking this one (ReplyCaching): the attributes of snapshot content (immutable, and a
+// node id is a hash of (snapshot id, path), so an id never comes to name anything else;
+// no id is reused after forget), which nodes have no xattrs, and symlink targets.
 
 import os from 'node:os';
 import { Vfs, VfsAttr } from '../read/vfs.js';
@@ -11,6 +16,7 @@ import {
   FuseAttr,
   FuseRequest,
   LowLevelHandlers,
+  ReplyCaching,
   replyAttr,
   replyBuf,
   replyDirents,
@@ -29,6 +35,12 @@ import { errnoOf, isWorthLogging } from './errno.js';
 export const CONTENT_TIMEOUT_S = 3600;
 /** Seconds for the root, source directories and `last`: they change as backups commit. */
 export const LIVE_TIMEOUT_S = 1;
+/**
+ * Seconds the binding repeats `last`'s target without asking: every path walk through
+ * `last` (each stat of `last/...`) reads it, so this turns thousands of round trips per
+ * second into four, and delays a moving `last` by at most this much.
+ */
+export const LIVE_LINK_REUSE_S = 0.25;
 
 const E = os.constants.errno;
 
@@ -52,10 +64,15 @@ function toFuseAttr(a: VfsAttr): FuseAttr {
 export interface LowLevelOptions {
   /** A line for the log, for errors other than the ordinary "no such file" kind. */
   log?: (line: string) => void;
+  /** Let the binding answer repeated questions itself (default true; false to compare or rule it out). */
+  replyCaching?: boolean;
 }
 
 export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevelHandlers {
   const timeout = (id: bigint): number => (vfs.isSnapshotContent(id) ? CONTENT_TIMEOUT_S : LIVE_TIMEOUT_S);
+  const reuse = opts.replyCaching ?? true;
+  const caching = (id: bigint): ReplyCaching =>
+    reuse ? { immutable: vfs.isSnapshotContent(id), noXattrs: vfs.cachedXattrs(id)?.length === 0 } : {};
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
   const run = (op: string, req: FuseRequest, fn: () => Promise<void>): Promise<void> =>
@@ -81,7 +98,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         }
         const t = timeout(found.id);
         vfs.ref(found.id);
-        const taken = replyEntry(req, { ino: found.id, attr: toFuseAttr(found.attr), attrTimeout: t, entryTimeout: t });
+        const taken = replyEntry(req, { ino: found.id, attr: toFuseAttr(found.attr), attrTimeout: t, entryTimeout: t, ...caching(found.id) });
         if (!taken) vfs.forget(found.id, 1); // interrupted: the kernel holds no reference
       }),
 
@@ -89,12 +106,13 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
 
     getattr: (req, ino) =>
       run('getattr', req, async () => {
-        replyAttr(req, toFuseAttr(await vfs.getattr(ino)), timeout(ino));
+        replyAttr(req, toFuseAttr(await vfs.getattr(ino)), timeout(ino), caching(ino));
       }),
 
     readlink: (req, ino) =>
       run('readlink', req, async () => {
-        replyReadlink(req, await vfs.readlink(ino));
+        const target = await vfs.readlink(ino);
+        replyReadlink(req, target, !reuse ? 0 : vfs.isSnapshotContent(ino) ? CONTENT_TIMEOUT_S : LIVE_LINK_REUSE_S);
       }),
 
     open: (req, ino, flags) =>

@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
-import { Vfs } from '../read/vfs.js';
+import { Vfs, XATTR_NAMESPACES } from '../read/vfs.js';
 import { SnapfsError, errnoCode } from '../errors.js';
 import { loadFuseNative, FuseNativeInstance } from './native.js';
 import { FuseOperations } from './operations.js';
@@ -213,10 +213,14 @@ export class MountedFs {
 
   private static async mountLowLevel(vfs: Vfs, mountPoint: string, opts: MountOptions): Promise<MountedFs> {
     const options = lowLevelMountOptions(opts);
+    // SNAPFS_FUSE_NO_CACHE=1: every request reaches JS (to compare with, or rule out, the
+    // answers the binding gives itself).
+    const replyCaching = process.env.SNAPFS_FUSE_NO_CACHE !== '1';
     let session;
     try {
-      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log }), {
+      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching }), {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
+        xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,
       });
     } catch (err) {
       throw new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${(err as Error).message} (is /dev/fuse available?)`, { cause: err });
@@ -227,6 +231,9 @@ export class MountedFs {
     const releaseLoop = (): void => {
       if (!session.isClosed) session.unmount({ force: true }).catch(() => undefined);
     };
+    // A forgotten snapshot's content must not keep being answered by the binding.
+    const live = session;
+    vfs.onSnapshotsRemoved(() => live.dropCached());
     const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'lowlevel');
     session.closed.then(() => m.markGone(), () => m.markGone());
     m.watch();

@@ -24,8 +24,12 @@
  *
  * Answered in C, without JS: forget (no reply exists; handlers.forget only
  * observes it), every write operation (EROFS), and setattr: one that sets
- * nothing but the access time is a no-op answered by your getattr handler
- * (reply with replyAttr as usual), anything else is EROFS.
+ * nothing but the access time is a no-op answered like getattr, anything else
+ * is EROFS. Also, so that repeated questions do not each cost a trip through
+ * the event loop, whatever the replies allow (see ReplyCaching,
+ * replyReadlink's reuseSec and MountConfig.xattrNamespaces): getattr of
+ * immutable nodes, readlink, and getxattr/listxattr that can only be ENODATA
+ * or empty. FuseSession.dropCached() takes those answers back.
  */
 import { createRequire } from 'node:module';
 import { readdirSync, statSync } from 'node:fs';
@@ -59,7 +63,19 @@ export interface FuseAttr {
   ctimeNs: bigint;
 }
 
-export interface FuseEntry {
+/**
+ * Facts about a node that let the binding answer later requests for its node id
+ * without calling a handler. Only state what holds for as long as the node id
+ * names this node (or until FuseSession.dropCached()).
+ */
+export interface ReplyCaching {
+  /** The attributes never change: getattr is answered with them (and this reply's timeout). */
+  immutable?: boolean;
+  /** The node has no extended attributes: getxattr is ENODATA and listxattr empty. */
+  noXattrs?: boolean;
+}
+
+export interface FuseEntry extends ReplyCaching {
   /**
    * Node id: the kernel's identity of the inode, what later requests name it
    * by. Distinct objects must have distinct node ids (two directories sharing
@@ -150,6 +166,14 @@ export interface MountConfig {
   libfuse?: string;
   /** Let the kernel export this mount over NFS: lookups of '.' and '..' then reach lookup. */
   exportSupport?: boolean;
+  /**
+   * The only xattr name prefixes the filesystem can have (e.g. ['user.']): getxattr of
+   * any other name (security.selinux, system.posix_acl_access...) is ENODATA without
+   * calling the handler. Default: every name reaches the handler.
+   */
+  xattrNamespaces?: readonly string[];
+  /** Nodes whose ReplyCaching facts and symlink targets the binding keeps; default 32768 (about 120 bytes each). */
+  cacheEntries?: number;
   /** Called for every handler that throws or rejects (after the request was answered). */
   onError?(err: unknown, op: string): void;
 }
@@ -173,19 +197,23 @@ export interface FuseSession {
    * once the session has ended. See UnmountOptions for lazy and force.
    */
   unmount(opts?: UnmountOptions): Promise<void>;
+  /** Forgets every answer given without calling a handler (ReplyCaching facts, reused link targets). */
+  dropCached(): void;
 }
 
 interface Binding {
   load(paths: string[]): string;
   mount(mountpoint: string, options: string, handlerMask: number, exportSupport: boolean,
+    xattrNamespaces: Buffer | null, cacheEntries: number,
     dispatch: (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown) => void): object;
   stop(session: object): boolean;
+  dropCached(session: object): void;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
   replyEntry(req: FuseRequest, entry: FuseEntry | { ino: 0n; entryTimeout: number }): boolean;
-  replyAttr(req: FuseRequest, attr: FuseAttr, timeout: number): boolean;
-  replyReadlink(req: FuseRequest, target: Uint8Array): boolean;
+  replyAttr(req: FuseRequest, attr: FuseAttr, timeout: number, cacheFlags: number): boolean;
+  replyReadlink(req: FuseRequest, target: Uint8Array, reuseSec: number): boolean;
   replyOpen(req: FuseRequest, fh: number, flags: number): boolean;
   replyBuf(req: FuseRequest, data: Uint8Array): boolean;
   replyXattrSize(req: FuseRequest, size: number): boolean;
@@ -385,9 +413,14 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(undefined, (err) => fail(req, op, err));
   };
 
+  const ns = config.xattrNamespaces;
+  if (ns && ns.some((p) => typeof p !== 'string' || p === '' || p.includes('\0'))) {
+    throw new TypeError('xattrNamespaces must be non-empty strings without NUL');
+  }
+  const nsBytes = ns ? Buffer.from(ns.map((p) => `${p}\0`).join(''), 'utf8') : null;
   let handle: object;
   try {
-    handle = b.mount(mnt, options.join(','), mask, !!config.exportSupport, dispatch);
+    handle = b.mount(mnt, options.join(','), mask, !!config.exportSupport, nsBytes, config.cacheEntries ?? 32768, dispatch);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.syscall === 'fuse_mount' || e.syscall === 'fuse_lowlevel_new') {
@@ -416,6 +449,9 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
       }
       if (force) b.stop(handle);
       await closed;
+    },
+    dropCached(): void {
+      if (!isClosed) b.dropCached(handle);
     },
   };
   return session;
@@ -450,14 +486,18 @@ export function replyNoEntry(req: FuseRequest, entryTimeout: number): boolean {
   return native().replyEntry(req, { ino: 0n, entryTimeout });
 }
 
-/** getattr answer; timeoutSec: how long the kernel may cache it. */
-export function replyAttr(req: FuseRequest, attr: FuseAttr, timeoutSec: number): boolean {
-  return native().replyAttr(req, attr, timeoutSec);
+/** getattr answer; timeoutSec: how long the kernel may cache it; caching: what the binding may reuse. */
+export function replyAttr(req: FuseRequest, attr: FuseAttr, timeoutSec: number, caching: ReplyCaching = {}): boolean {
+  return native().replyAttr(req, attr, timeoutSec, (caching.immutable ? 1 : 0) | (caching.noXattrs ? 2 : 0));
 }
 
-/** readlink answer: the target's raw bytes (no NUL, at most 4096). */
-export function replyReadlink(req: FuseRequest, target: Uint8Array): boolean {
-  return native().replyReadlink(req, target);
+/**
+ * readlink answer: the target's raw bytes (no NUL, at most 4096). The binding answers
+ * readlink of this node itself with the same target for reuseSec seconds (0: never):
+ * the kernel asks on every path walk through a symlink (libfuse 2 cannot let it cache).
+ */
+export function replyReadlink(req: FuseRequest, target: Uint8Array, reuseSec = 0): boolean {
+  return native().replyReadlink(req, target, reuseSec);
 }
 
 /** open/opendir answer. fh (a safe integer) comes back in read/readdir/release. */

@@ -53,9 +53,16 @@ export class FileReader {
   async read(file: OpenFile, offset: number, length: number): Promise<Buffer> {
     const end = Math.min(file.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
-    const out = Buffer.alloc(end - offset); // zero-filled: holes need no work
     let i = findChunk(file.chunks, offset);
-    if (i < 0) i = firstChunkAfter(file.chunks, offset);
+    if (i < 0) {
+      i = firstChunkAfter(file.chunks, offset);
+    } else {
+      const start = file.chunks.offsets[i]!;
+      // Within one chunk (most reads): a view of the cached chunk, no copy and no new
+      // buffer whose garbage would pile up between collections. Chunks are never mutated.
+      if (end <= start + file.chunks.lengths[i]!) return (await this.chunk(file, i)).subarray(offset - start, end - start);
+    }
+    const out = Buffer.alloc(end - offset); // zero-filled: holes need no work
     const parts: Array<Promise<void>> = [];
     for (; i < file.chunks.count && file.chunks.offsets[i]! < end; i++) {
       const start = file.chunks.offsets[i]!;

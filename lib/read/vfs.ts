@@ -30,6 +30,9 @@ import { SnapfsError } from '../errors.js';
 
 export const ROOT_ID = 1n;
 
+/** The only xattr namespace the mount shows (backups store all; see xattrsOf). */
+export const XATTR_NAMESPACES: readonly string[] = ['user.'];
+
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
@@ -213,6 +216,7 @@ export class Vfs {
   private readonly reportedDamage = new Set<string>();
   private readonly rootNlink = new Map<string, number>();
   private _epoch = 0;
+  private readonly removedListeners: Array<() => void> = [];
   readonly uid: number;
   readonly gid: number;
 
@@ -236,6 +240,11 @@ export class Vfs {
    */
   get epoch(): number {
     return this._epoch;
+  }
+
+  /** Calls `fn` whenever snapshots disappear (when epoch increments). */
+  onSnapshotsRemoved(fn: () => void): void {
+    this.removedListeners.push(fn);
   }
 
   /** Re-reads the snapshot list every `intervalMs` so new snapshots appear and `last` moves. */
@@ -297,8 +306,12 @@ export class Vfs {
       this.statfsCache = undefined;
     }
     if (!same) {
-      if ([...old].some((id) => !ids.has(id))) this._epoch++;
+      const removed = [...old].some((id) => !ids.has(id));
       this.state = buildState(records, ids);
+      if (removed) {
+        this._epoch++;
+        for (const fn of this.removedListeners) fn();
+      }
     }
     this.loadedAt = started;
   }
@@ -376,11 +389,11 @@ export class Vfs {
   }
 
   private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
-    const path = parentPath.length ? Buffer.concat([parentPath, SLASH, entry.name]) : entry.name;
-    const id = nodeIdOf(['entry', snap.id, path]);
+    const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
     const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    if (known && known.type === 'entry' && known.snap.id === snap.id && known.path.equals(path)) return known;
-    return this.remember({ type: 'entry', id, snap, path, entry, attr: this.entryAttr(snap, path, entry), parentIno });
+    if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
+    const own = detachEntry(parentPath, entry);
+    return this.remember({ type: 'entry', id, snap, path: own.path, entry: own.entry, attr: this.entryAttr(snap, own.path, own.entry), parentIno });
   }
 
   // --- attributes --------------------------------------------------------------------
@@ -701,11 +714,11 @@ export class Vfs {
     return { bytes: this.statfsCache.bytes, snapshots: this.state.count, nameMax: 255 };
   }
 
-  /** Stored user.* extended attributes only. */
+  /** Stored extended attributes in XATTR_NAMESPACES only. */
   private xattrsOf(n: Node): Array<[Buffer, Buffer]> {
     if (n.type !== 'entry') return [];
     this.snapshotLive(n.snap);
-    return (n.entry.xattrs ?? []).filter(([k]) => k.subarray(0, 5).equals(USER_PREFIX));
+    return (n.entry.xattrs ?? []).filter(([k]) => XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p)));
   }
 
   async listxattr(id: bigint): Promise<Buffer[]> {
@@ -719,10 +732,46 @@ export class Vfs {
 }
 
 const EMPTY = Buffer.alloc(0);
-const SLASH = Buffer.from('/');
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
-const USER_PREFIX = Buffer.from('user.');
+const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
+
+/** Whether `path` is parent + '/' + name (just name at a snapshot's root). */
+function isChildPath(path: Buffer, parent: Buffer, name: Buffer): boolean {
+  if (parent.length === 0) return path.equals(name);
+  return path.length === parent.length + 1 + name.length && path[parent.length] === 0x2f &&
+    path.subarray(0, parent.length).equals(parent) && path.subarray(parent.length + 1).equals(name);
+}
+
+/**
+ * A node's path and entry in one exact-size buffer of their own. A decoded entry's bytes
+ * are views into its tree page, and a small Buffer.concat lands in a shared 8 KiB pool
+ * slab: a node kept for long (the kernel pins every name it holds) would keep the whole
+ * page or slab alive, which made the mount's memory grow with the files it had seen.
+ */
+function detachEntry(parentPath: Buffer, e: TreeEntry): { path: Buffer; entry: TreeEntry } {
+  const prefix = parentPath.length ? parentPath.length + 1 : 0;
+  let size = prefix + e.name.length + (e.target?.length ?? 0) + (e.content?.length ?? 0) + (e.subtree?.length ?? 0);
+  for (const [k, v] of e.xattrs ?? []) size += k.length + v.length;
+  const buf = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  const take = (b: Buffer): Buffer => {
+    b.copy(buf, at);
+    at += b.length;
+    return buf.subarray(at - b.length, at);
+  };
+  if (prefix) {
+    take(parentPath);
+    buf[at++] = 0x2f;
+  }
+  const entry: TreeEntry = { ...e, name: take(e.name) };
+  const path = buf.subarray(0, at);
+  if (e.target) entry.target = take(e.target);
+  if (e.content) entry.content = take(e.content);
+  if (e.subtree) entry.subtree = take(e.subtree);
+  if (e.xattrs) entry.xattrs = e.xattrs.map(([k, v]) => [take(k), take(v)]);
+  return { path, entry };
+}
 
 function buildState(records: SnapshotRecord[], ids: Set<string>): CatalogState {
   const levels = new Map<string, Level>();

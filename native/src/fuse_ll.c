@@ -9,8 +9,9 @@
  * ---------------------
  * Each mount has one loop thread that reads requests from /dev/fuse and lets
  * libfuse decode them. The low-level callbacks never block and never reply
- * (except for operations answered in C: forget, the EROFS write operations and
- * setattr other than atime-only): they copy their arguments into a heap
+ * (except for operations answered in C: forget, the EROFS write operations,
+ * setattr other than atime-only, and what the session's cache knows, see
+ * "Answers without JS" below): they copy their arguments into a heap
  * fl_item, link it into the session's pending list and queue it to JS with a
  * thread-safe function. On the JS thread the item is wrapped in a type-tagged
  * napi_external (the request handle) and passed to the JS dispatcher. JS
@@ -30,8 +31,19 @@
  * /dev/fuse, which makes the kernel abort anything not yet answered), and tell
  * JS. The session struct is freed when both the thread-safe function and the
  * JS session handle are finalized.
+ *
+ * Answers without JS
+ * ------------------
+ * Waking JS costs a thread hop, an N-API call and a reply per request, and
+ * `ls -l` or a path walk through a symlink repeat the same questions. So the
+ * loop thread answers from fuse_cache.c what JS already told it: getattr of
+ * nodes JS called immutable, readlink within the validity JS gave, getxattr
+ * and listxattr of nodes JS said have no xattrs, and getxattr of names
+ * outside the namespaces given at mount (e.g. security.selinux when only
+ * user.* exists): ENODATA.
  */
 #include "common.h"
+#include "fuse_cache.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -138,6 +150,9 @@ struct fl_session {
   bool torn_down;
   bool hook_added;
   bool export_support;
+  fc_cache *cache;
+  char *xattr_ns;      /* NUL-separated prefixes, or NULL: every name goes to JS */
+  size_t xattr_ns_len; /* bytes in xattr_ns */
   fl_item *close_item; /* handed to the loop thread, which queues it */
   pthread_mutex_t lock; /* guards the pending list */
   fl_item pending;      /* list head (sentinel) */
@@ -290,9 +305,20 @@ static void ll_forget_multi(fuse_req_t req, size_t count,
   }
 }
 
+/* getattr from the cache, else from JS. */
+static void answer_getattr(fuse_req_t req, fuse_ino_t ino) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  struct stat st;
+  double timeout;
+  if (fc_get_attr(s->cache, ino, &st, &timeout))
+    lf.fuse_reply_attr(req, &st, timeout);
+  else
+    fl_queue(req, FL_GETATTR, ino, 0, 0, 0, NULL);
+}
+
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)fi;
-  fl_queue(req, FL_GETATTR, ino, 0, 0, 0, NULL);
+  answer_getattr(req, ino);
 }
 
 /* Read-only: only a setattr that changes nothing but the access time is
@@ -302,13 +328,20 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   (void)attr;
   (void)fi;
   if ((to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) == 0)
-    fl_queue(req, FL_GETATTR, ino, 0, 0, 0, NULL);
+    answer_getattr(req, ino);
   else
     lf.fuse_reply_err(req, EROFS);
 }
 
+#define LINK_MAX_BYTES 4097 /* a target of up to 4096 bytes and its NUL */
+
 static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
-  fl_queue(req, FL_READLINK, ino, 0, 0, 0, NULL);
+  fl_session *s = lf.fuse_req_userdata(req);
+  char target[LINK_MAX_BYTES];
+  if (fc_get_link(s->cache, ino, target, sizeof target))
+    lf.fuse_reply_readlink(req, target);
+  else
+    fl_queue(req, FL_READLINK, ino, 0, 0, 0, NULL);
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -341,12 +374,30 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
   fl_queue(req, FL_STATFS, ino, 0, 0, 0, NULL);
 }
 
+/* Whether name lies in a namespace the filesystem has (all do without a list). */
+static bool xattr_served(const fl_session *s, const char *name) {
+  if (!s->xattr_ns) return true;
+  for (const char *p = s->xattr_ns; p < s->xattr_ns + s->xattr_ns_len; p += strlen(p) + 1)
+    if (strncmp(name, p, strlen(p)) == 0) return true;
+  return false;
+}
+
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
-  fl_queue(req, FL_GETXATTR, ino, size, 0, 0, name);
+  fl_session *s = lf.fuse_req_userdata(req);
+  if (!xattr_served(s, name) || fc_no_xattrs(s->cache, ino))
+    lf.fuse_reply_err(req, ENODATA);
+  else
+    fl_queue(req, FL_GETXATTR, ino, size, 0, 0, name);
 }
 
 static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  fl_queue(req, FL_LISTXATTR, ino, size, 0, 0, NULL);
+  fl_session *s = lf.fuse_req_userdata(req);
+  if (!fc_no_xattrs(s->cache, ino))
+    fl_queue(req, FL_LISTXATTR, ino, size, 0, 0, NULL);
+  else if (size == 0)
+    lf.fuse_reply_xattr(req, 0);
+  else
+    lf.fuse_reply_buf(req, NULL, 0);
 }
 
 static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
@@ -493,11 +544,17 @@ static void fl_teardown(fl_session *s, bool from_hook) {
   s->hook_added = false;
 }
 
-static void fl_unref(fl_session *s) {
-  if (--s->refs) return;
+static void fl_session_free(fl_session *s) {
   pthread_mutex_destroy(&s->lock);
+  fc_free(s->cache);
+  free(s->xattr_ns);
   free(s->mountpoint);
   free(s);
+}
+
+static void fl_unref(fl_session *s) {
+  if (--s->refs) return;
+  fl_session_free(s);
 }
 
 /* The environment is going away (worker exit, process teardown) with the
@@ -884,13 +941,39 @@ static napi_value fl_load(napi_env env, napi_callback_info info) {
 /* Handler bits (1 << op) that select which operations reach JS. */
 #define HAS(mask, op) (((mask) >> (op)) & 1u)
 
+/* xattrNamespaces: null, or the prefixes each followed by a NUL. */
+static bool xattr_ns_arg(napi_env env, napi_value v, char **out, size_t *len) {
+  napi_valuetype t;
+  const uint8_t *p;
+  *out = NULL;
+  *len = 0;
+  if (napi_typeof(env, v, &t) != napi_ok) {
+    sn_throw_last(env);
+    return false;
+  }
+  if (t == napi_null) return true;
+  if (!sn_get_bytes(env, v, "xattrNamespaces", &p, len)) return false;
+  if (*len == 0 || p[*len - 1] != 0 || p[0] == 0 || memmem(p, *len, "\0\0", 2)) {
+    throw_type(env, "xattrNamespaces", "non-empty prefixes each followed by a NUL");
+    return false;
+  }
+  if (!(*out = malloc(*len))) {
+    sn_throw_errno(env, ENOMEM, "mount", NULL);
+    return false;
+  }
+  memcpy(*out, p, *len);
+  return true;
+}
+
 /* mount(mountpoint: string, options: string, handlerMask: number,
- *       exportSupport: boolean, dispatch: Function): session handle */
+ *       exportSupport: boolean, xattrNamespaces: Buffer | null,
+ *       cacheEntries: number, dispatch: Function): session handle */
 static napi_value fl_mount(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!sn_get_args(env, info, 5, argv, "mount") || !loaded_or_throw(env)) return NULL;
-  char *mnt = NULL, *opts = NULL;
-  int64_t mask;
+  napi_value argv[7];
+  if (!sn_get_args(env, info, 7, argv, "mount") || !loaded_or_throw(env)) return NULL;
+  char *mnt = NULL, *opts = NULL, *xattr_ns = NULL;
+  size_t xattr_ns_len = 0;
+  int64_t mask, cache_entries;
   bool export_support;
   napi_valuetype t;
   if (!sn_get_cstr(env, argv[0], "mountpoint", &mnt)) return NULL;
@@ -905,23 +988,29 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   }
   if (!sn_get_int64(env, argv[2], "handlerMask", 0, 0xffffffffLL, &mask) ||
       !sn_get_bool(env, argv[3], "exportSupport", &export_support) ||
-      napi_typeof(env, argv[4], &t) != napi_ok || t != napi_function) {
+      !xattr_ns_arg(env, argv[4], &xattr_ns, &xattr_ns_len) ||
+      !sn_get_int64(env, argv[5], "cacheEntries", 4, 1 << 24, &cache_entries) ||
+      napi_typeof(env, argv[6], &t) != napi_ok || t != napi_function) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) throw_type(env, "dispatch", "a function");
     free(mnt);
     free(opts);
+    free(xattr_ns);
     return NULL;
   }
 
   fl_session *s = calloc(1, sizeof *s);
   fl_item *close_item = calloc(1, sizeof *close_item);
-  if (!s || !close_item || pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+  fc_cache *cache = fc_new((size_t)cache_entries);
+  if (!s || !close_item || !cache || pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     int err = errno ? errno : ENOMEM;
     free(s);
     free(close_item);
+    fc_free(cache);
     free(mnt);
     free(opts);
+    free(xattr_ns);
     sn_throw_errno(env, err, "mount", NULL);
     return NULL;
   }
@@ -930,6 +1019,9 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   s->env = env;
   s->mountpoint = mnt;
   s->export_support = export_support;
+  s->cache = cache;
+  s->xattr_ns = xattr_ns;
+  s->xattr_ns_len = xattr_ns_len;
   s->pending.next = s->pending.prev = &s->pending;
   pthread_mutex_init(&s->lock, NULL);
 
@@ -1004,7 +1096,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   if (!failed) {
     napi_value name;
     if (napi_create_string_utf8(env, "snapfs_fuse", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-        napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, s, fl_tsfn_finalize,
+        napi_create_threadsafe_function(env, argv[6], NULL, name, 0, 1, s, fl_tsfn_finalize,
                                         s, fl_call_js, &s->tsfn) != napi_ok) {
       failed = "napi_create_threadsafe_function";
       err = ENOMEM;
@@ -1039,10 +1131,8 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
     }
     close(s->wake[0]);
     close(s->wake[1]);
-    pthread_mutex_destroy(&s->lock);
     free(close_item);
-    free(s->mountpoint);
-    free(s);
+    fl_session_free(s);
     if (e)
       napi_throw(env, e);
     else
@@ -1151,6 +1241,18 @@ static napi_value fl_umount(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* dropCached(session): forgets every answer the loop thread would give
+ * without JS (JS's facts about some nodes stopped being true). */
+static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
+  napi_value argv[1], r;
+  if (!sn_get_args(env, info, 1, argv, "dropCached")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  fc_clear(s->cache);
+  SN_CALL(env, napi_get_undefined(env, &r));
+  return r;
+}
+
 /* ---- replies: each returns true when the kernel took the answer, false when
  * it was dropped (request interrupted, or session ended). ---- */
 
@@ -1184,8 +1286,21 @@ static napi_value fl_reply_err_if_pending(napi_env env, napi_callback_info info)
   return js_bool(env, true);
 }
 
+/* Optional boolean property, false when absent. */
+static bool bool_prop(napi_env env, napi_value obj, const char *key, bool *out) {
+  napi_value v;
+  bool present;
+  *out = false;
+  if (!get_prop(env, obj, key, &v, &present)) return false;
+  return !present || sn_get_bool(env, v, key, out);
+}
+
+/* Cache flags of replyAttr, as lib/platform/libfuse.ts passes them. */
+enum { CACHE_IMMUTABLE = 1, CACHE_NO_XATTRS = 2 };
+
 /* replyEntry(req, entry): entry.ino 0n is a negative entry (cached for
- * entryTimeout); then attr may be omitted. */
+ * entryTimeout); then attr may be omitted. entry.immutable and
+ * entry.noXattrs let the loop thread answer later requests itself. */
 static napi_value fl_reply_entry(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2, "replyEntry")
   struct fuse_entry_param e;
@@ -1209,39 +1324,55 @@ static napi_value fl_reply_entry(napi_env env, napi_callback_info info) {
   napi_value a;
   bool has_attr;
   if (!get_prop(env, argv[1], "attr", &a, &has_attr)) return NULL;
+  bool immutable = false, no_xattrs = false;
   if (ino != 0 || has_attr) {
     if (!attr_arg(env, a, &e.attr) || !get_prop(env, argv[1], "attrTimeout", &v, &present) ||
-        !timeout_arg(env, v, "entry.attrTimeout", &e.attr_timeout))
+        !timeout_arg(env, v, "entry.attrTimeout", &e.attr_timeout) ||
+        !bool_prop(env, argv[1], "immutable", &immutable) ||
+        !bool_prop(env, argv[1], "noXattrs", &no_xattrs))
       return NULL;
   }
   if (!state) return js_bool(env, false);
+  /* Before the reply: the kernel may ask again as soon as it has it. */
+  fc_put_node(it->s->cache, ino, &e.attr, e.attr_timeout, immutable, no_xattrs);
   return js_bool(env, lf.fuse_reply_entry(fl_claim(it), &e) == 0);
 }
 
-/* replyAttr(req, attr, timeoutSec) */
+/* replyAttr(req, attr, timeoutSec, cacheFlags) */
 static napi_value fl_reply_attr(napi_env env, napi_callback_info info) {
-  REPLY_PROLOGUE(3, "replyAttr")
+  REPLY_PROLOGUE(4, "replyAttr")
   struct stat st;
   double timeout;
-  if (!attr_arg(env, argv[1], &st) || !timeout_arg(env, argv[2], "timeout", &timeout))
+  int64_t flags;
+  if (!attr_arg(env, argv[1], &st) || !timeout_arg(env, argv[2], "timeout", &timeout) ||
+      !sn_get_int64(env, argv[3], "cacheFlags", 0, 3, &flags))
     return NULL;
   if (!state) return js_bool(env, false);
+  fc_put_node(it->s->cache, it->ino, &st, timeout, flags & CACHE_IMMUTABLE,
+              flags & CACHE_NO_XATTRS);
   return js_bool(env, lf.fuse_reply_attr(fl_claim(it), &st, timeout) == 0);
 }
 
-/* replyReadlink(req, target: Buffer) */
+/* replyReadlink(req, target: Buffer, reuseSec): the loop thread repeats the
+ * target for reuseSec seconds (0: never). */
 static napi_value fl_reply_readlink(napi_env env, napi_callback_info info) {
-  REPLY_PROLOGUE(2, "replyReadlink")
-  char *target = malloc(4097);
+  REPLY_PROLOGUE(3, "replyReadlink")
+  double reuse;
+  char *target = malloc(LINK_MAX_BYTES);
   if (!target) {
     sn_throw_errno(env, ENOMEM, "replyReadlink", NULL);
     return NULL;
   }
-  if (!name_arg(env, argv[1], "target", false, target, 4097)) {
+  if (!name_arg(env, argv[1], "target", false, target, LINK_MAX_BYTES) ||
+      !timeout_arg(env, argv[2], "reuseSec", &reuse)) {
     free(target);
     return NULL;
   }
-  bool ok = state && lf.fuse_reply_readlink(fl_claim(it), target) == 0;
+  bool ok = false;
+  if (state) {
+    fc_put_link(it->s->cache, it->ino, target, reuse);
+    ok = lf.fuse_reply_readlink(fl_claim(it), target) == 0;
+  }
   free(target);
   return js_bool(env, ok);
 }
@@ -1391,6 +1522,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("load", fl_load),
       FN("mount", fl_mount),
       FN("stop", fl_stop),
+      FN("dropCached", fl_drop_cached),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

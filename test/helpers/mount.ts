@@ -68,8 +68,8 @@ function waitExit(child: SnapfsChild, timeoutMs: number): Promise<boolean> {
  * Starts `snapfs mount REPO MNT --foreground --json` and resolves once the mount is
  * ready. Registers a teardown that unmounts, also when the test fails.
  */
-export async function mountForeground(t: any, repo: string, mnt: string, extra: string[] = []): Promise<Mounted> {
-  const child = spawnSnapfs(['mount', repo, mnt, '--foreground', '--json', ...extra]);
+export async function mountForeground(t: any, repo: string, mnt: string, extra: string[] = [], env?: Record<string, string>): Promise<Mounted> {
+  const child = spawnSnapfs(['mount', repo, mnt, '--foreground', '--json', ...extra], { env });
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {

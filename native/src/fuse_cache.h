@@ -1,0 +1,44 @@
+/*
+ * Answers the FUSE loop thread can give without waking JS: per node id, the
+ * attributes of an immutable node, whether it has extended attributes, and a
+ * symlink target for as long as JS allowed. Filled by JS's replies (any
+ * thread may call; one mutex guards the table), read by the loop thread.
+ *
+ * Fixed capacity, 4-way set associative: a full set evicts round-robin, so
+ * memory never grows and a miss only means the request goes to JS as before.
+ */
+#ifndef SNAPFS_FUSE_CACHE_H
+#define SNAPFS_FUSE_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+typedef struct fc_cache fc_cache;
+
+/* capacity: entries, rounded up to a power of two (at least 4). NULL when
+ * out of memory. */
+fc_cache *fc_new(size_t capacity);
+void fc_free(fc_cache *c);
+
+/* Forgets everything (JS's facts about some nodes stopped being true). */
+void fc_clear(fc_cache *c);
+
+/* What JS said about node `id` when it answered a lookup or getattr: `st`
+ * never changes (answer getattr with it, cached by the kernel for
+ * `timeout` seconds) if immutable; it has no xattrs if no_xattrs. */
+void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                 bool immutable, bool no_xattrs);
+
+/* A symlink target JS allows repeating for valid_s seconds. */
+void fc_put_link(fc_cache *c, uint64_t id, const char *target, double valid_s);
+
+bool fc_get_attr(fc_cache *c, uint64_t id, struct stat *st, double *timeout);
+bool fc_no_xattrs(fc_cache *c, uint64_t id);
+
+/* Copies the target into buf (cap bytes incl. NUL); false on a miss, an
+ * expired target or one that does not fit. */
+bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap);
+
+#endif

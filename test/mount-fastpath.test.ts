@@ -1,0 +1,80 @@
+// The answers the low-level binding gives on its own thread, without JS (attributes of
+// snapshot content, `last`'s target, xattrs that cannot exist): the same as JS gives,
+// before and after the cache is warm, across remounts, and live nodes still move.
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { generateFidelityTree } from './helpers/tree-gen.js';
+import { runProcess, tmpDir } from './helpers/cli.js';
+import { backup, fuseAvailable, initRepo, mountForeground, waitFor } from './helpers/mount.js';
+
+const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
+const chunk = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+
+/**
+ * Every entry's stat below `dir`, relative names, in find's order. cached 'never' makes
+ * the kernel ask the server (statx AT_STATX_FORCE_SYNC: a GETATTR), 'default' lets it
+ * use what the lookup returned.
+ */
+async function statAll(dir: string, cached: 'never' | 'default'): Promise<string[]> {
+  const r = await runProcess('sh', ['-c', 'cd "$1" && find . -print0 | xargs -0 stat --cached="$2" --printf "%n\\t%i %f %h %u %g %s %b %t:%T %.9X %.9Y %.9Z\\0"', 'sh', dir, cached]);
+  return r.stdout.split('\0').filter(Boolean);
+}
+
+/** getfattr's dump of every xattr of every entry (all namespaces it can see). */
+async function xattrDump(dir: string): Promise<string> {
+  const r = await runProcess('sh', ['-c', 'cd "$1" && getfattr -R -h -d -m - -e hex . 2>&1', 'sh', dir], { allowFail: true });
+  return r.stdout;
+}
+
+t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-fastpath');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  await generateFidelityTree(src, { chunk, bigFileBytes: 2 * 1024 * 1024 });
+  await initRepo(repo);
+  const first = await backup(repo, src, 'host/fast');
+  await fs.mkdir(mnt);
+  const dated = path.join(mnt, 'host', 'fast', first.name);
+  const last = path.join(mnt, 'host', 'fast', 'last') + '/';
+
+  // Reference: every request answered by JS.
+  let m = await mountForeground(t, repo, mnt, [], { SNAPFS_FUSE_NO_CACHE: '1' });
+  const reference = await statAll(dated, 'never');
+  const referenceXattrs = await xattrDump(dated);
+  await m.stop();
+  t.ok(reference.length > 50, `${reference.length} entries to compare`);
+  t.match(referenceXattrs, /user\.text=0x68656c6c6f/, 'the reference shows stored user.* xattrs');
+
+  for (const round of [1, 2]) {
+    m = await mountForeground(t, repo, mnt);
+    t.same(await statAll(dated, 'default'), reference, `mount ${round}: stat after lookup (cold) is JS's answer`);
+    t.same(await statAll(dated, 'never'), reference, `mount ${round}: forced getattr, answered from the binding's cache, is the same`);
+    t.same(await statAll(last, 'never'), reference, `mount ${round}: the same through last/`);
+    t.equal(await xattrDump(dated), referenceXattrs, `mount ${round}: getfattr -R -d of every entry is the same`);
+    const file = path.join(dated, 'xattrs', 'file');
+    t.equal((await runProcess('getfattr', ['--only-values', '-n', 'user.text', file])).stdout, 'hello', 'getfattr of a stored user.* xattr works');
+    const selinux = await runProcess('getfattr', ['-n', 'security.selinux', file], { allowFail: true });
+    t.match(selinux.stderr, /No such attribute/, 'getfattr -n security.selinux: No such attribute');
+    const plain = await runProcess('getfattr', ['-d', '-m', '-', path.join(dated, 'xattrs')], { allowFail: true });
+    t.equal(plain.stdout, '', 'an entry without xattrs lists none');
+    if (round === 1) await m.stop();
+  }
+
+  // Live nodes are never answered from the cache for long: a new backup shows within 2 s.
+  const sourceDir = path.join(mnt, 'host', 'fast');
+  const before = (await statAll(sourceDir, 'never')).find((l) => l.startsWith('.\t'))!;
+  for (let i = 0; i < 20; i++) await fs.readlink(path.join(sourceDir, 'last')); // warm the reused target
+  await fs.writeFile(path.join(src, 'new-file'), 'new\n');
+  const second = await backup(repo, src, 'host/fast');
+  const committed = Date.now();
+  const moved = await waitFor(async () => (await fs.readlink(path.join(sourceDir, 'last'))) === second.name, 5000, 20);
+  const movedMs = Date.now() - committed;
+  t.ok(moved && movedMs < 2000, `last moved to the new snapshot within 2 s (${movedMs} ms)`);
+  const changed = await waitFor(async () => (await statAll(sourceDir, 'never')).find((l) => l.startsWith('.\t')) !== before, 5000, 20);
+  const changedMs = Date.now() - committed;
+  t.ok(changed && changedMs < 2000, `the source dir's attributes changed within 2 s (${changedMs} ms)`);
+  t.equal(await fs.readFile(path.join(last, 'new-file'), 'utf8'), 'new\n', 'last/ shows the new snapshot');
+  t.same(await statAll(dated, 'never'), reference, 'the first snapshot still stats the same');
+});
