@@ -19,11 +19,14 @@ import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader } from '../read/file-reader.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 import { baseDescriptor } from '../util/long-path.js';
+import { Semaphore } from '../util/semaphore.js';
 
 const SLASH = Buffer.from('/');
 /** open(2)'s O_PATH on Linux (Node does not export it). */
 const O_PATH = 0o10000000;
 const EUID = process.geteuid?.() ?? 0;
+/** Files, symlinks and nodes restored at once. */
+const RESTORE_CONCURRENCY = 16;
 
 export interface RestoreOptions {
   /** Path inside the snapshot; the whole snapshot when absent. */
@@ -106,8 +109,10 @@ async function prepareTarget(target: string): Promise<void> {
 }
 
 class Restorer {
-  /** First restored path of each hard-link group, by source device:inode. */
-  private readonly links = new Map<string, Buffer>();
+  /** First restored path of each hard-link group, by source device:inode, once it exists. */
+  private readonly links = new Map<string, Promise<Buffer>>();
+  /** Files, links and nodes being created at once (whole restore). */
+  private readonly slots = new Semaphore(RESTORE_CONCURRENCY);
   /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
   private readonly pinned = new Map<number, () => Promise<void>>();
 
@@ -125,9 +130,32 @@ class Restorer {
    * `shown` is its real path, for messages.
    */
   async directoryContents(treeId: Buffer, dir: Buffer, shown: Buffer): Promise<void> {
+    // Files, links and nodes are created several at a time (a mail spool is millions of
+    // small files: one at a time, restore waits on each round trip); subdirectories in
+    // turn. All of a directory's entries are done before its times are set.
+    const running = new Set<Promise<void>>();
+    let failure: { err: unknown } | undefined;
     for await (const e of this.trees.entries(treeId)) {
-      await this.entry(e, Buffer.concat([dir, SLASH, e.name]), Buffer.concat([shown, SLASH, e.name]));
+      if (failure) break;
+      const dest = Buffer.concat([dir, SLASH, e.name]);
+      const named = Buffer.concat([shown, SLASH, e.name]);
+      if (e.kind === EntryKind.Directory) {
+        await this.entry(e, dest, named);
+        continue;
+      }
+      await this.slots.acquire();
+      const task: Promise<void> = this.entry(e, dest, named)
+        .catch((err: unknown) => {
+          failure ??= { err };
+        })
+        .finally(() => {
+          this.slots.release();
+          running.delete(task);
+        });
+      running.add(task);
     }
+    await Promise.all(running);
+    if (failure) throw failure.err;
   }
 
   async close(): Promise<void> {
@@ -182,14 +210,19 @@ class Restorer {
             const key = `${e.device}:${e.inode}`;
             const first = this.links.get(key);
             if (first) {
-              await fs.link(first, dest);
+              // The first name was started earlier (it holds a slot or is done): no deadlock.
+              await fs.link(await first, dest);
               this.stats.files++;
               return; // shares the first link's data and metadata
             }
-            this.links.set(key, dest);
             // The other names link to this path later: its descriptor must outlive its directory.
             const fd = baseDescriptor(dest);
             if (fd !== undefined) this.pinned.set(fd, async () => undefined);
+            const made = this.file(e, dest).then(() => this.applyMeta(dest, e, display, true)).then(() => dest);
+            this.links.set(key, made);
+            await made;
+            this.opts.onProgress?.(this.stats, display);
+            return;
           }
           await this.file(e, dest);
           break;

@@ -221,7 +221,8 @@ export class Vfs {
   readonly gid: number;
 
   private constructor(private readonly repo: Repository, private readonly opts: VfsOptions) {
-    this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 6 * 1024 * 1024);
+    // ~25,000 decoded entries (TreeReader charges what they really cost on the heap).
+    this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 16 * 1024 * 1024);
     this.files = new FileReader(repo.blobs, opts.chunkCacheBytes ?? 24 * 1024 * 1024);
     this.nodes = new ByteLru(opts.nodeCacheBytes ?? 4 * 1024 * 1024);
     this.uid = opts.uid ?? process.getuid?.() ?? 0;
