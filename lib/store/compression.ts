@@ -19,8 +19,12 @@ const BATCH_ITEMS = 512;
 export class CompressionPool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
-  /** Waiting items are queue[head..]; a head index, since shift() is O(n). */
-  private queue: Pending[] = [];
+  /**
+   * Waiting items are queue[head..]; a head index, since shift() is O(n). Dispatched slots
+   * are cleared: while the queue never empties (a large file keeps it fed) they would
+   * otherwise keep every chunk compressed so far alive.
+   */
+  private queue: Array<Pending | undefined> = [];
   private head = 0;
   private readonly jobs = new Map<number, Pending[]>();
   private nextJob = 1;
@@ -69,7 +73,8 @@ export class CompressionPool {
       const batch: Pending[] = [];
       let bytes = 0;
       while (this.head < this.queue.length && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
-        const p = this.queue[this.head++]!;
+        const p = this.queue[this.head]!;
+        this.queue[this.head++] = undefined;
         bytes += p.data.length;
         this.queuedBytes -= p.data.length;
         batch.push(p);
@@ -113,7 +118,7 @@ export class CompressionPool {
     this.failure = err;
     for (const batch of this.jobs.values()) batch.forEach((p) => p.reject(err));
     this.jobs.clear();
-    this.queue.slice(this.head).forEach((p) => p.reject(err));
+    this.queue.slice(this.head).forEach((p) => p!.reject(err));
     this.queue = [];
     this.head = 0;
   }
