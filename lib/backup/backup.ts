@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { decodeScan, listXattrs, scanDir, NativeError, ScannedEntry, SmallFile } from '../platform/native.js';
+import { decodeScan, listXattrs, scanDir, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -16,9 +16,10 @@ import { BlobWriter } from '../store/blob-store.js';
 import { TreeReader } from '../tree/tree-reader.js';
 import { writeTree } from '../tree/tree-writer.js';
 import { SnapshotCatalog, nextSnapshotName, validateSourceName } from '../snapshot/catalog.js';
-import { FileContentReader } from './file-content.js';
+import { BatchResult, FileContentReader } from './file-content.js';
 import { ExcludeMatcher } from './exclude.js';
 import { Semaphore, mapLimit } from '../util/semaphore.js';
+import { ByteBudget } from '../util/byte-budget.js';
 import { directoryBase } from '../util/long-path.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
@@ -57,6 +58,12 @@ const KIND_BY_FORMAT = new Map<number, EntryKind>([
 
 const FILE_CONCURRENCY = 16;
 const SUBDIR_CONCURRENCY = 4;
+/**
+ * File data read but not yet stored. Enough to keep both compression workers busy while
+ * the next blocks are read; peak RSS is about this plus a fixed ~150 MiB (Node, the
+ * workers, the index) whatever the size of the tree.
+ */
+export const DATA_BUDGET_BYTES = 96 * 1024 * 1024;
 
 function emptyStats(): SnapshotStats {
   return {
@@ -146,7 +153,7 @@ class SourceWalker {
     private readonly rootDevice: number,
   ) {
     this.trees = new TreeReader(repo.blobs, 32 * 1024 * 1024);
-    this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker);
+    this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker, new ByteBudget(DATA_BUDGET_BYTES), this.io);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
   }
 
@@ -214,7 +221,7 @@ class SourceWalker {
     for (let i = 0; i < batched.length; i += SMALL_FILE_BATCH) batches.push(batched.slice(i, i + SMALL_FILE_BATCH));
     await Promise.all([
       mapLimit(batches, 2, async (batch) => {
-        const read = await this.io.run(() => this.files.readBatch(batch.map((w) => childPath(abs, w.st.name))));
+        const read = await this.files.storeBatch(batch.map((w) => childPath(abs, w.st.name)), batch.map((w) => w.st.size));
         for (let k = 0; k < batch.length; k++) {
           const w = batch[k]!;
           results.set(w.st, await this.entry(abs, rel, w.st, w.old, read[k]));
@@ -256,7 +263,7 @@ class SourceWalker {
     dirRel: string,
     st: ScannedEntry,
     old: TreeEntry | undefined,
-    pre?: SmallFile | NativeError,
+    pre?: BatchResult,
   ): Promise<TreeEntry | undefined> {
     const abs = childPath(dirAbs, st.name);
     const rel = dirRel ? `${dirRel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
@@ -332,7 +339,7 @@ class SourceWalker {
     return reuseIfSame(base, old);
   }
 
-  private async fileEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, pre?: SmallFile): Promise<TreeEntry | undefined> {
+  private async fileEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, pre?: Exclude<BatchResult, Error>): Promise<TreeEntry | undefined> {
     this.stats.files++;
     this.stats.bytesTotal += base.size;
     if (old && old.kind === EntryKind.File && sameFileVersion(old, base)) {
@@ -374,15 +381,19 @@ class SourceWalker {
     return true;
   }
 
-  private async storeFile(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, pre?: SmallFile): Promise<TreeEntry | undefined> {
+  private async storeFile(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, pre?: Exclude<BatchResult, Error>): Promise<TreeEntry | undefined> {
     const onBytes = (n: number): void => {
       this.stats.bytesRead += n;
       this.progress(rel);
     };
-    // A batch-read file only needs storing; anything else is read under the I/O limit.
-    const read = pre?.status === 'ok' && !pre.changed
-      ? await this.files.read(abs, onBytes, pre)
-      : await this.io.run(() => this.files.read(abs, onBytes));
+    // A file stored by its batch is done; anything else is read under the I/O limit.
+    let read;
+    if (pre && 'content' in pre) {
+      read = pre;
+      onBytes(read.bytesRead);
+    } else {
+      read = await this.io.run(() => this.files.read(abs, onBytes));
+    }
     this.stats.filesOpened++;
     const st = read.stat;
     const entry: TreeEntry = {

@@ -1,6 +1,8 @@
 // zstd compression on both cores: a small worker_threads pool fed in batches (one message
 // per batch, not per blob, so a spool of 4 KiB mails does not drown in message overhead),
 // and bounded-memory decompression that refuses frames claiming more than expected.
+// Data in shared memory (the chunks of large files) reaches the workers without a copy;
+// anything else is copied into one transferred buffer per batch.
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -11,6 +13,27 @@ interface Pending {
   data: Uint8Array;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
+}
+
+/**
+ * A batch for a worker: `items` in order, each either a length (the next bytes of `packed`)
+ * or a view of shared memory, which a message shares rather than copies.
+ */
+export interface CompressJob {
+  job: number;
+  packed: ArrayBuffer;
+  items: Array<number | Uint8Array>;
+}
+
+/** The compressed items of a job, one after the other in `data`. */
+export interface CompressResult {
+  job: number;
+  data: ArrayBuffer;
+  lengths: number[];
+}
+
+function isShared(data: Uint8Array): boolean {
+  return data.buffer instanceof SharedArrayBuffer;
 }
 
 const BATCH_BYTES = 4 * 1024 * 1024;
@@ -35,7 +58,7 @@ export class CompressionPool {
   constructor(level: number, size = Math.max(1, Math.min(4, availableParallelism()))) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level } });
-      w.on('message', (msg: { job: number; data: ArrayBuffer; lengths: number[] }) => this.finished(w, msg));
+      w.on('message', (msg: CompressResult) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
       w.unref();
       this.workers.push(w);
@@ -83,13 +106,18 @@ export class CompressionPool {
       const job = this.nextJob++;
       this.jobs.set(job, batch);
       worker.ref();
-      const packed = new Uint8Array(bytes);
+      let copied = 0;
+      for (const p of batch) if (!isShared(p.data)) copied += p.data.length;
+      const packed = new Uint8Array(copied);
       let at = 0;
-      for (const p of batch) {
+      const items = batch.map((p) => {
+        if (isShared(p.data)) return p.data;
         packed.set(p.data, at);
         at += p.data.length;
-      }
-      worker.postMessage({ job, data: packed.buffer, lengths: batch.map((p) => p.data.length) }, [packed.buffer]);
+        return p.data.length;
+      });
+      const msg: CompressJob = { job, packed: packed.buffer, items };
+      worker.postMessage(msg, [packed.buffer]);
     }
     if (this.head === this.queue.length) {
       this.queue = [];
@@ -100,7 +128,7 @@ export class CompressionPool {
     }
   }
 
-  private finished(worker: Worker, msg: { job: number; data: ArrayBuffer; lengths: number[] }): void {
+  private finished(worker: Worker, msg: CompressResult): void {
     const batch = this.jobs.get(msg.job)!;
     this.jobs.delete(msg.job);
     let at = 0;
