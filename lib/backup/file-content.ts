@@ -13,9 +13,12 @@ import { BlobType } from '../format/pack.js';
 import { ChunkRef, encodeChunkList } from '../format/tree.js';
 import { BlobWriter } from '../store/blob-store.js';
 import { ByteBudget } from '../util/byte-budget.js';
+import { ReadBlocks } from './read-blocks.js';
 import { Semaphore, settleAll } from '../util/semaphore.js';
 
 const READ_BLOCK_BYTES = 8 * 1024 * 1024;
+/** Idle read blocks kept for reuse (the budget bounds those in use). */
+const IDLE_BLOCKS = 4;
 const MAX_ATTEMPTS = 3;
 
 export interface FileContent {
@@ -35,15 +38,26 @@ export interface FileContent {
 export type BatchResult = FileContent | SmallFile | NativeError;
 
 export class FileContentReader {
+  /** Bytes read but not yet stored. */
+  private readonly budget: ByteBudget;
+  private readonly blocks: ReadBlocks;
+
+  /**
+   * `budgetBytes` bounds the file data in memory (raised to two read blocks if chunks are
+   * huge); `io` bounds concurrent reads, shared with the caller's other file system work.
+   */
   constructor(
     private readonly writer: BlobWriter,
     private readonly gear: Buffer,
     private readonly chunking: Pick<ChunkerParams, 'minSize' | 'avgSize' | 'maxSize'>,
-    /** Bytes read but not yet stored. */
-    private readonly budget: ByteBudget,
-    /** Concurrent reads (shared with the caller's other file system work). */
+    budgetBytes: number,
     private readonly io: Semaphore,
-  ) {}
+  ) {
+    // Room for the carried tail (under one chunk) and still a large read.
+    const blockBytes = Math.max(READ_BLOCK_BYTES, 2 * chunking.maxSize);
+    this.budget = new ByteBudget(Math.max(budgetBytes, 2 * blockBytes));
+    this.blocks = new ReadBlocks(blockBytes, this.budget, IDLE_BLOCKS);
+  }
 
   /** Opens without following symlinks and without touching atime where permitted. */
   private async openFile(path: Buffer): Promise<fs.FileHandle> {
@@ -118,8 +132,8 @@ export class FileContentReader {
   private async readRegions(fh: fs.FileHandle, size: number, onBytes: (n: number) => void): Promise<{ chunks: ChunkRef[]; bytes: number }> {
     const regions = size === 0 ? [] : dataRegions(fh.fd, size);
     const chunks: ChunkRef[] = [];
-    // One entry per read block: settles when the block's chunks are stored and its
-    // reservation is released.
+    // One entry per block read: settles once the block's chunks are stored and the block
+    // is given back.
     const blocks: Array<Promise<unknown>> = [];
     let bytes = 0;
     try {
@@ -131,27 +145,27 @@ export class FileContentReader {
         let chunkOffset = start;
         let shortRead = false;
         while (pos < end && !shortRead) {
-          const room = Math.min(READ_BLOCK_BYTES, end - pos);
-          const reserved = await this.budget.acquire(chunker.carried + room);
+          const block = await this.blocks.take();
           const stores: Array<Promise<unknown>> = [];
           try {
             this.writer.throwIfFailed();
-            const buf = chunker.nextBuffer(room);
-            const { bytesRead } = await fh.read(buf, buf.length - room, room, pos);
+            const at = chunker.refill(block);
+            const { bytesRead } = await fh.read(block, at, Math.min(block.length - at, end - pos), pos);
             // Shrank under us: what the chunker holds is flushed so the chunk list stays
             // consistent; the stat check will notice.
             shortRead = bytesRead === 0;
             pos += bytesRead;
             bytes += bytesRead;
             onBytes(bytesRead);
-            for (const chunk of chunker.cut(buf, buf.length - room + bytesRead, pos >= end || shortRead)) {
+            for (const chunk of chunker.cut(block, at + bytesRead, pos >= end || shortRead)) {
               const id = this.writer.id(chunk);
               chunks.push({ offset: chunkOffset, length: chunk.length, id });
               chunkOffset += chunk.length;
               stores.push(this.writer.put(BlobType.Data, chunk, id));
             }
           } finally {
-            const stored = settleAll(stores).finally(() => this.budget.release(reserved));
+            // The block is reused once nothing reads it: every put has settled.
+            const stored = settleAll(stores).finally(() => this.blocks.give(block));
             stored.catch(() => undefined); // observed below, once every block is done
             blocks.push(stored);
           }
