@@ -55,9 +55,18 @@ export class CompressionPool {
   private dispatchScheduled = false;
   private failure: unknown;
 
-  constructor(level: number, size = Math.max(1, Math.min(4, availableParallelism()))) {
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level } });
+  constructor(
+    private readonly level: number,
+    private readonly size = Math.max(1, Math.min(4, availableParallelism())),
+  ) {}
+
+  /**
+   * Workers start with the first blob: a backup in which nothing changed compresses
+   * nothing, and starting them (a Node.js isolate each) costs more than its whole walk.
+   */
+  private start(): void {
+    for (let i = 0; i < this.size; i++) {
+      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level: this.level } });
       w.on('message', (msg: CompressResult) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
       w.unref();
@@ -68,6 +77,7 @@ export class CompressionPool {
 
   compress(data: Uint8Array): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.workers.length === 0) this.start();
     return new Promise((resolve, reject) => {
       this.queue.push({ data, resolve, reject });
       this.queuedBytes += data.length;
