@@ -96,7 +96,10 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const catalog = new SnapshotCatalog(repo.snapshots);
     const parent = await catalog.latest(opts.source);
     const generation = (parent?.generation ?? 0) + 1;
-    const walker = new SourceWalker(repo, session.writer, opts, generation, Number(rootStat.dev));
+    // Whether every chunk the parent references is known to be indexed; if not, each
+    // unchanged file's chunks are looked up before its entry is reused.
+    const parentVerified = parent !== undefined && repo.index.verifiedSnapshot(opts.source) === parent.id;
+    const walker = new SourceWalker(repo, session.writer, opts, generation, Number(rootStat.dev), parentVerified);
     const started = Date.now();
     const rootId = await walker.directory(Buffer.from(sourceRoot), '', parent ? idFromHex(parent.root) : undefined);
     await session.writer.flush();
@@ -127,6 +130,10 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     };
     // The commit point: until this rename the snapshot does not exist.
     await repo.snapshots.save(record);
+    // Every chunk it references is now indexed: written by this run, or reused from a parent
+    // whose chunks were verified. Only a shortcut for the next backup, which checks again
+    // if this is not recorded (a full disk, a crash right here).
+    await repo.index.setVerifiedSnapshot(opts.source, record.id).catch(() => undefined);
     return { snapshot: record, warnings: walker.warnings };
   } finally {
     await session.close();
@@ -151,6 +158,8 @@ class SourceWalker {
     private readonly opts: BackupOptions,
     private readonly generation: number,
     private readonly rootDevice: number,
+    /** The parent's chunks are all in the index (see BlobIndex.verifiedSnapshot). */
+    private readonly parentVerified: boolean,
   ) {
     this.trees = new TreeReader(repo.blobs, 32 * 1024 * 1024);
     this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker, DATA_BUDGET_BYTES, this.io);
@@ -205,8 +214,10 @@ class SourceWalker {
     for (const st of scanned) {
       while (j < previous.length && compareNames(previous[j]!.name, st.name) < 0) j++;
       const old = j < previous.length && previous[j]!.name.equals(st.name) ? previous[j] : undefined;
-      const childRel = rel ? `${rel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
-      if (!this.excludes.empty && this.excludes.excludes(childRel, st.name.toString('utf8'))) continue;
+      if (!this.excludes.empty) {
+        const name = st.name.toString('utf8');
+        if (this.excludes.excludes(rel ? `${rel}/${name}` : name, name)) continue;
+      }
       work.push({ st, old });
     }
 
@@ -265,6 +276,13 @@ class SourceWalker {
     old: TreeEntry | undefined,
     pre?: BatchResult,
   ): Promise<TreeEntry | undefined> {
+    // The common case first, before any allocation: an unchanged file keeps its entry.
+    if (old && st.errno === 0 && (st.mode & S_IFMT) === 0o100000 && unchangedFile(old, st) && this.chunksIndexed(old)) {
+      this.stats.files++;
+      this.stats.bytesTotal += st.size;
+      this.stats.filesUnchanged++;
+      return old;
+    }
     const abs = childPath(dirAbs, st.name);
     const rel = dirRel ? `${dirRel}/${st.name.toString('utf8')}` : st.name.toString('utf8');
     if (st.errno !== 0) {
@@ -343,12 +361,9 @@ class SourceWalker {
     this.stats.files++;
     this.stats.bytesTotal += base.size;
     if (old && old.kind === EntryKind.File && sameFileVersion(old, base)) {
-      if (this.chunksStored(old)) {
-        this.stats.filesUnchanged++;
-        return old;
-      }
-      // Its content is no longer in the repository (lost with a damaged pack and dropped by
-      // 'repair index'): read it again rather than refer to what cannot be read.
+      // Unchanged, yet not reused by `entry`: its content is no longer in the repository
+      // (lost with a damaged pack and dropped by 'repair index'). Read it again rather than
+      // refer to what cannot be read.
       this.warn(rel, new Error('stored content is missing from the repository'), 'read again');
     }
     if (base.nlink > 1) {
@@ -369,8 +384,14 @@ class SourceWalker {
     return this.storeFile(abs, rel, base, old, pre);
   }
 
-  /** Whether every chunk of a parent entry is still in the index (a read-only lookup each). */
-  private chunksStored(old: TreeEntry): boolean {
+  /**
+   * Whether every chunk of a parent entry is still in the index. Within one backup they
+   * cannot go (prune and repair take the writer lock, and prune keeps whatever a snapshot
+   * references); only a rebuilt index ('repair index' after a lost pack) can lack them, and
+   * then the parent is not verified and each chunk is looked up.
+   */
+  private chunksIndexed(old: TreeEntry): boolean {
+    if (this.parentVerified) return true;
     let list;
     try {
       list = decodeChunkList(old.content!, old.size);
@@ -434,7 +455,11 @@ class SourceWalker {
 const SMALL_FILE_BATCH = 64;
 
 function childPath(dir: Buffer, name: Buffer): Buffer {
-  return Buffer.concat([dir, Buffer.from('/'), name]);
+  const out = Buffer.allocUnsafe(dir.length + 1 + name.length);
+  dir.copy(out, 0);
+  out[dir.length] = 0x2f; // '/'
+  name.copy(out, dir.length + 1);
+  return out;
 }
 
 /** The unchanged-file rule: same size, mtime, ctime, inode and device: not opened. */

@@ -113,7 +113,7 @@ export class BlobWriter {
   }
 
   has(id: BlobId): boolean {
-    return this.pending.has(idToHex(id)) || this.index.has(id);
+    return this.index.has(id) || this.pending.has(idToHex(id));
   }
 
   /**
