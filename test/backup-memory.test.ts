@@ -1,8 +1,8 @@
 // The writer's memory is bounded whatever the size of the tree: reading waits for
 // compression (lib/util/byte-budget.ts). Before, a backup's peak RSS grew with the data of
 // its large files (the compression queue kept every chunk it had compressed alive): 890 MiB
-// for a 1 GiB mail corpus, 1.8 GiB at 2.5 GiB, 1.06 GiB for this tree. Now 340-410 MiB for
-// either; the bound leaves room for a busy machine (garbage collected later).
+// for a 1 GiB mail corpus, 1.8 GiB at 2.5 GiB, 1.06 GiB for this tree. Now 320-390 MiB for
+// any of them; the bound leaves room for a busy machine (garbage collected later).
 import t from 'tap';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';

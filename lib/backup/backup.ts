@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { decodeScan, listXattrs, scanDir, ScannedEntry } from '../platform/native.js';
+import { decodeScan, listXattrs, scanDir, setMmapThreshold, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -64,6 +64,13 @@ const SUBDIR_CONCURRENCY = 4;
  * either; test/backup-memory.test.ts holds the whole to a bound.
  */
 export const DATA_BUDGET_BYTES = 64 * 1024 * 1024;
+/**
+ * Buffers of this size and more (read blocks, batches for the workers, their frames, pack
+ * buffers) are mapped on their own and unmapped when freed: with glibc's moving threshold
+ * its heap fragmented and the peak grew with the size of the backup (430-540 MiB at
+ * 2.5 GiB, ~330 MiB at 1 GiB); fixed, both stay near 330. Costs ~8% more system time.
+ */
+const MMAP_THRESHOLD_BYTES = 1024 * 1024;
 
 function emptyStats(): SnapshotStats {
   return {
@@ -90,6 +97,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   const time = opts.time ?? new Date().toISOString();
   if (Number.isNaN(Date.parse(time))) throw new SnapfsError('INVALID_ARGUMENT', `--time: not an ISO 8601 time: ${JSON.stringify(time)}`);
 
+  setMmapThreshold(MMAP_THRESHOLD_BYTES);
   const session = await repo.beginWrite('backup');
   try {
     await repo.checkSecret();
