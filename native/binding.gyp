@@ -9,7 +9,8 @@
         "src/holes.c",
         "src/fs.c",
         "src/scandir.c",
-        "src/readfile.c"
+        "src/readfile.c",
+        "src/malloc.c"
       ],
       "cflags": ["-O3", "-std=c11", "-Wall", "-Wextra"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]

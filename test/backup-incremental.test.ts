@@ -5,6 +5,9 @@ import path from 'node:path';
 import { generateSmallTree, mutateFiles } from './helpers/tree-gen.js';
 import { runSnapfs, tmpDir } from './helpers/cli.js';
 import { assertTreesEqual } from './helpers/tree-compare.js';
+import { listPackFiles, readPackTrailer } from '../lib/store/pack-files.js';
+import { RepoLayout } from '../lib/store/layout.js';
+import { BlobType } from '../lib/format/pack.js';
 
 /** path -> ls --json entry, for every non-directory of a snapshot. */
 async function listRecursive(repo: string, spec: string): Promise<Map<string, any>> {
@@ -68,4 +71,43 @@ t.test('a no-change backup reuses the whole tree', async (t) => {
   t.equal(old.code, 0, 'the removed file is still in the earlier snapshot');
   const gone = await runSnapfs(['cat', repo, `x@last:${rel}`], { allowFail: true });
   t.equal(gone.code, 14, 'and absent from the newest');
+});
+
+t.test('unchanged files whose chunks a rebuilt index lost are read again; verified parents are trusted', async (t) => {
+  // The index records, per source, the snapshot whose chunks are all indexed; a backup from
+  // that parent reuses unchanged entries without looking their chunks up. 'repair index'
+  // builds a new index without that record, so the next backup looks every chunk up again
+  // and re-reads the files whose content went with a lost pack.
+  const work = await tmpDir(t, 'incremental-verified');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  await generateSmallTree(src, { files: 300, dirs: 12, seed: 7 });
+  await runSnapfs(['init', repo, '--chunk-avg', '65536', '--pack-size', '65536']);
+  await runSnapfs(['backup', repo, src, '--source', 'v', '--json']);
+  const second = await runSnapfs(['backup', repo, src, '--source', 'v', '--json']);
+  t.equal(second.json.snapshot.stats.filesOpened, 0, 'no change: nothing opened');
+
+  const layout = new RepoLayout(repo);
+  const dataPacks: string[] = [];
+  for (const hex of await listPackFiles(layout)) {
+    const { blobs } = await readPackTrailer(layout.packFile(hex));
+    if (blobs.every((b) => b.type === BlobType.Data)) dataPacks.push(layout.packFile(hex));
+  }
+  t.ok(dataPacks.length >= 2, 'several data packs');
+  await fs.rm(dataPacks[0]!);
+  const repair = await runSnapfs(['repair', 'index', repo], { allowFail: true });
+  t.equal(repair.code, 0, `repair index ${repair.stderr}`);
+
+  const healed = await runSnapfs(['backup', repo, src, '--source', 'v', '--json']);
+  const opened = healed.json.snapshot.stats.filesOpened;
+  t.ok(opened > 0, `the files of the lost pack are read again (${opened})`);
+  t.ok(opened < 300, 'and only those');
+  const again = await runSnapfs(['backup', repo, src, '--source', 'v', '--json']);
+  t.equal(again.json.snapshot.stats.filesOpened, 0, 'the healed snapshot is verified: nothing opened');
+  const check = await runSnapfs(['check', repo, '--read-data', '--json'], { allowFail: true });
+  t.notOk((check.json?.damagedSnapshots ?? []).some((s: string) => s === `v@${again.json.snapshot.name}`), 'the newest snapshot is intact');
+
+  const out = path.join(work, 'out');
+  await runSnapfs(['restore', repo, 'v@last', out]);
+  await assertTreesEqual(t, src, out);
 });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, projectRoot,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, projectRoot, setMmapThreshold,
   scanDir, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -525,4 +525,10 @@ t.test('scanDir errors', async (tt) => {
   tt.match(e, { code: 'ENOENT', path: `${work}/\ufffdA` }, 'non-UTF-8 path in error');
   await tt.rejects(scanDir(42 as unknown as string), TypeError, 'bad argument rejects');
   await tt.rejects(scanDir(''), TypeError, 'empty path rejects');
+});
+
+t.test('setMmapThreshold: glibc takes it; out-of-range values are refused', async (t) => {
+  t.equal(setMmapThreshold(1024 * 1024), true, 'set (this is glibc)');
+  t.throws(() => setMmapThreshold(0));
+  t.throws(() => setMmapThreshold(64 * 1024 * 1024));
 });

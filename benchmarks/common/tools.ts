@@ -170,7 +170,7 @@ export class SnapfsTool extends Tool {
   readonly name = 'snapfs';
   readonly version: string;
   get settings(): string {
-    return `${snapfsDescription || 'live checkout'}; repository defaults (FastCDC 256K/1M/4M, zstd-napi level 3 in a worker pool, no encryption)`;
+    return `${snapfsDescription || 'live checkout'}; repository defaults (FastCDC 256K/1M/4M, zstd-napi level 1 in a worker pool, no encryption)`;
   }
   readonly source = 'bench';
   /** Extra node flags, e.g. --cpu-prof. */

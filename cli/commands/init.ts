@@ -12,7 +12,7 @@ export function register(y: Argv): Argv {
         .positional('repo', { type: 'string', demandOption: true, describe: 'repository directory (new or empty)' })
         .option('chunk-avg', { type: 'number', describe: 'average chunk size in bytes (power of two; min = avg/4, max = avg*4)' })
         .option('pack-size', { type: 'number', describe: 'target pack size in bytes' })
-        .option('compression-level', { type: 'number', describe: 'zstd level (default 3)' })
+        .option('compression-level', { type: 'number', describe: 'zstd level (default 1; 3 compresses 4% smaller at half the speed)' })
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });

@@ -1,7 +1,9 @@
-// Reads one changed file and stores its content: data regions only (holes are skipped,
-// found with SEEK_DATA/SEEK_HOLE), large sequential reads, FastCDC cuts, one blob per
-// new chunk. A file that changes while it is read is read again; if it keeps changing,
-// what was read is kept and the entry is marked so the next backup reads it again.
+// Reads changed files and stores their content: small files many at a time, whole;
+// others by data regions only (holes are skipped, found with SEEK_DATA/SEEK_HOLE), in large
+// sequential reads, FastCDC cuts, one blob per new chunk. A file that changes while it is
+// read is read again; if it keeps changing, what was read is kept and the entry is marked so
+// the next backup reads it again. Every byte read is counted against one byte budget until
+// it is stored, which bounds the memory of a backup whatever the size of the tree.
 
 import { promises as fs, constants, BigIntStats } from 'node:fs';
 import { FileStat, NativeError, SmallFile, dataRegions, readSmallFiles } from '../platform/native.js';
@@ -10,8 +12,13 @@ import { ChunkerParams } from '../format/config.js';
 import { BlobType } from '../format/pack.js';
 import { ChunkRef, encodeChunkList } from '../format/tree.js';
 import { BlobWriter } from '../store/blob-store.js';
+import { ByteBudget } from '../util/byte-budget.js';
+import { ReadBlocks } from './read-blocks.js';
+import { Semaphore, settleAll } from '../util/semaphore.js';
 
 const READ_BLOCK_BYTES = 8 * 1024 * 1024;
+/** Idle read blocks kept for reuse (the budget bounds those in use). */
+const IDLE_BLOCKS = 4;
 const MAX_ATTEMPTS = 3;
 
 export interface FileContent {
@@ -27,12 +34,30 @@ export interface FileContent {
   unstable: boolean;
 }
 
+/** One file of storeBatch: stored, or left for `read` (SmallFile), or failed. */
+export type BatchResult = FileContent | SmallFile | NativeError;
+
 export class FileContentReader {
+  /** Bytes read but not yet stored. */
+  private readonly budget: ByteBudget;
+  private readonly blocks: ReadBlocks;
+
+  /**
+   * `budgetBytes` bounds the file data in memory (raised to two read blocks if chunks are
+   * huge); `io` bounds concurrent reads, shared with the caller's other file system work.
+   */
   constructor(
     private readonly writer: BlobWriter,
     private readonly gear: Buffer,
     private readonly chunking: Pick<ChunkerParams, 'minSize' | 'avgSize' | 'maxSize'>,
-  ) {}
+    budgetBytes: number,
+    private readonly io: Semaphore,
+  ) {
+    // Room for the carried tail (under one chunk) and still a large read.
+    const blockBytes = Math.max(READ_BLOCK_BYTES, 2 * chunking.maxSize);
+    this.budget = new ByteBudget(Math.max(budgetBytes, 2 * blockBytes));
+    this.blocks = new ReadBlocks(blockBytes, this.budget, IDLE_BLOCKS);
+  }
 
   /** Opens without following symlinks and without touching atime where permitted. */
   private async openFile(path: Buffer): Promise<fs.FileHandle> {
@@ -50,32 +75,39 @@ export class FileContentReader {
     return this.chunking.minSize;
   }
 
-  /** Reads many small files in one threadpool job (see readSmallFiles). */
-  readBatch(paths: Buffer[]): Promise<Array<SmallFile | NativeError>> {
-    return readSmallFiles(paths, this.chunking.minSize);
-  }
-
   /**
-   * Stores one file. `pre` is its result from readBatch, used when it holds the whole,
-   * unchanged file; anything else (large, sparse, changed meanwhile) is read here.
+   * Reads many small files in one threadpool job (see readSmallFiles) and stores those read
+   * whole and unchanged. `sizes` are the listed sizes, to reserve memory before reading.
+   * Anything else (changed meanwhile, grown, sparse) comes back as read, for `read`.
    */
-  async read(path: Buffer, onBytes: (n: number) => void, pre?: SmallFile): Promise<FileContent> {
-    if (pre?.status === 'not-regular') throw Object.assign(new Error('not a regular file any more'), { code: 'ENOTREG' });
-    if (pre?.status === 'ok' && !pre.changed) {
-      const chunks: ChunkRef[] = [];
-      if (pre.data.length > 0) {
-        await this.writer.waitForRoom();
-        const id = this.writer.id(pre.data);
-        chunks.push({ offset: 0, length: pre.data.length, id });
-        await this.writer.put(BlobType.Data, pre.data, id);
-      }
-      onBytes(pre.data.length);
-      return { stat: pre.stat, xattrs: pre.xattrs, content: encodeChunkList(chunks), size: pre.data.length, bytesRead: pre.data.length, unstable: false };
+  async storeBatch(paths: Buffer[], sizes: number[]): Promise<BatchResult[]> {
+    const max = this.smallFileBytes;
+    // A file that grew since it was listed is read up to max + 1 bytes at most.
+    const reserved = await this.budget.acquire(sizes.reduce((sum, n) => sum + Math.min(n, max) + 1, 0));
+    try {
+      this.writer.throwIfFailed();
+      const read = await this.io.run(() => readSmallFiles(paths, max));
+      const stores: Array<Promise<unknown>> = [];
+      const results = read.map((r): BatchResult => {
+        if (r instanceof Error || r.status !== 'ok' || r.changed) return r;
+        const chunks: ChunkRef[] = [];
+        if (r.data.length > 0) {
+          const id = this.writer.id(r.data);
+          chunks.push({ offset: 0, length: r.data.length, id });
+          stores.push(this.writer.put(BlobType.Data, r.data, id));
+        }
+        const size = r.data.length;
+        return { stat: r.stat, xattrs: r.xattrs, content: encodeChunkList(chunks), size, bytesRead: size, unstable: false };
+      });
+      await settleAll(stores);
+      return results;
+    } finally {
+      this.budget.release(reserved);
     }
-    return this.readLarge(path, onBytes);
   }
 
-  private async readLarge(path: Buffer, onBytes: (n: number) => void): Promise<FileContent> {
+  /** Stores one file, reading it in blocks. */
+  async read(path: Buffer, onBytes: (n: number) => void): Promise<FileContent> {
     const fh = await this.openFile(path);
     try {
       let bytesRead = 0;
@@ -100,43 +132,51 @@ export class FileContentReader {
   private async readRegions(fh: fs.FileHandle, size: number, onBytes: (n: number) => void): Promise<{ chunks: ChunkRef[]; bytes: number }> {
     const regions = size === 0 ? [] : dataRegions(fh.fd, size);
     const chunks: ChunkRef[] = [];
-    const stores: Array<Promise<unknown>> = [];
+    // One entry per block read: settles once the block's chunks are stored and the block
+    // is given back.
+    const blocks: Array<Promise<unknown>> = [];
     let bytes = 0;
-    const block = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, Math.max(size, 1)));
-    for (let r = 0; r < regions.length; r += 2) {
-      const start = regions[r]!;
-      const end = regions[r + 1]!;
-      const chunker = new Chunker(this.gear, this.chunking);
-      let pos = start;
-      let chunkOffset = start;
-      while (pos < end) {
-        const want = Math.min(block.length, end - pos);
-        const { bytesRead } = await fh.read(block, 0, want, pos);
-        if (bytesRead === 0) break; // shrank under us; the stat check will notice
-        pos += bytesRead;
-        bytes += bytesRead;
-        onBytes(bytesRead);
-        const eof = pos >= end;
-        for (const chunk of chunker.push(block.subarray(0, bytesRead), eof)) {
-          await this.writer.waitForRoom();
-          const id = this.writer.id(chunk);
-          chunks.push({ offset: chunkOffset, length: chunk.length, id });
-          chunkOffset += chunk.length;
-          stores.push(this.writer.put(BlobType.Data, chunk, id));
+    try {
+      for (let r = 0; r < regions.length; r += 2) {
+        const start = regions[r]!;
+        const end = regions[r + 1]!;
+        const chunker = new Chunker(this.gear, this.chunking);
+        let pos = start;
+        let chunkOffset = start;
+        let shortRead = false;
+        while (pos < end && !shortRead) {
+          const block = await this.blocks.take();
+          const stores: Array<Promise<unknown>> = [];
+          try {
+            this.writer.throwIfFailed();
+            const at = chunker.refill(block);
+            const { bytesRead } = await fh.read(block, at, Math.min(block.length - at, end - pos), pos);
+            // Shrank under us: what the chunker holds is flushed so the chunk list stays
+            // consistent; the stat check will notice.
+            shortRead = bytesRead === 0;
+            pos += bytesRead;
+            bytes += bytesRead;
+            onBytes(bytesRead);
+            for (const chunk of chunker.cut(block, at + bytesRead, pos >= end || shortRead)) {
+              const id = this.writer.id(chunk);
+              chunks.push({ offset: chunkOffset, length: chunk.length, id });
+              chunkOffset += chunk.length;
+              stores.push(this.writer.put(BlobType.Data, chunk, id));
+            }
+          } finally {
+            // The block is reused once nothing reads it: every put has settled.
+            const stored = settleAll(stores).finally(() => this.blocks.give(block));
+            stored.catch(() => undefined); // observed below, once every block is done
+            blocks.push(stored);
+          }
         }
+        if (shortRead) break;
       }
-      if (pos < end) {
-        // Short read: flush what the chunker still holds so the chunk list stays consistent.
-        for (const chunk of chunker.push(Buffer.alloc(0), true)) {
-          const id = this.writer.id(chunk);
-          chunks.push({ offset: chunkOffset, length: chunk.length, id });
-          chunkOffset += chunk.length;
-          stores.push(this.writer.put(BlobType.Data, chunk, id));
-        }
-        break;
-      }
+    } finally {
+      // Also on failure: the budget is only free again once every block is done.
+      await Promise.allSettled(blocks);
     }
-    await Promise.all(stores);
+    await settleAll(blocks);
     return { chunks, bytes };
   }
 }

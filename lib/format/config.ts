@@ -28,7 +28,12 @@ export interface RepoConfig {
 
 export const DEFAULT_CHUNKER = { minSize: 256 * 1024, avgSize: 1024 * 1024, maxSize: 4 * 1024 * 1024 };
 export const DEFAULT_PACK_TARGET_BYTES = 32 * 1024 * 1024;
-export const DEFAULT_COMPRESSION_LEVEL = 3;
+/**
+ * zstd level of new repositories. Level 1 compresses twice as fast as 3 (423 against 209
+ * MB/s a core on the mail corpus) for output 4% larger (0.643 against 0.618 of the input),
+ * and compression was most of a backup's CPU. Existing repositories keep their own.
+ */
+export const DEFAULT_COMPRESSION_LEVEL = 1;
 
 export function encodeConfig(c: RepoConfig): Buffer {
   return Buffer.from(JSON.stringify(c, null, 2) + '\n', 'utf8');

@@ -53,6 +53,7 @@ interface Binding {
     mtimeSec: number, mtimeNsec: number): void;
   scanDir(path: PathLike): Promise<Buffer>;
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
+  setMmapThreshold(bytes: number): boolean;
 }
 
 /** Directory of the snapfs package, found by walking up from this module (it
@@ -252,4 +253,13 @@ function decodeSmallFile(buf: Buffer): SmallFile {
     p += 4 + vl;
   }
   return { stat, status, changed, data, xattrs };
+}
+
+/**
+ * Makes malloc serve blocks of `bytes` and more with their own mappings, returned to the
+ * kernel when freed, instead of letting glibc raise that threshold as large blocks come
+ * and go (see native/src/malloc.c). Process-wide; false where the C library is not glibc.
+ */
+export function setMmapThreshold(bytes: number): boolean {
+  return native().setMmapThreshold(bytes);
 }

@@ -48,10 +48,13 @@ function decodeLocation(id: BlobId, v: Buffer): BlobLocation {
 }
 
 export class BlobIndex {
+  private verified: Database<Buffer, Buffer> | undefined;
+
   private constructor(
     private readonly env: RootDatabase,
     private readonly blobs: Database<Buffer, Buffer>,
     private readonly packs: Database<Buffer, Buffer>,
+    private readonly readOnly: boolean,
   ) {}
 
   static open(dir: string, readOnly: boolean): BlobIndex {
@@ -75,7 +78,7 @@ export class BlobIndex {
       const packs = env.openDB<Buffer, Buffer>({ name: 'packs', ...opts });
       // lmdb-js gives no database (rather than an error) when its name cannot be found.
       if (!blobs || !packs) throw new Error('the blobs and packs tables cannot be found');
-      return new BlobIndex(env, blobs, packs);
+      return new BlobIndex(env, blobs, packs, readOnly);
     } catch (err) {
       void env.close().catch(() => undefined);
       throw damaged(dir, err);
@@ -103,6 +106,37 @@ export class BlobIndex {
     } catch (err) {
       throw damaged('index', err);
     }
+  }
+
+  /**
+   * The snapshot of `source` whose chunks are all known to be in this index, if any: the
+   * newest one its writer checked or wrote itself. A fact about this index alone, so a
+   * rebuild ('repair index', which may drop the blobs of lost packs) starts without any.
+   * Writers only; the table is created on first use (older indexes lack it).
+   */
+  verifiedSnapshot(source: string): string | undefined {
+    const v = this.verifiedTable().getBinary(Buffer.from(source, 'utf8'));
+    return v ? v.toString('utf8') : undefined;
+  }
+
+  async setVerifiedSnapshot(source: string, snapshotId: string): Promise<void> {
+    const table = this.verifiedTable();
+    await this.write('recording a verified snapshot', () => {
+      table.put(Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8'));
+    });
+  }
+
+  private verifiedTable(): Database<Buffer, Buffer> {
+    if (this.readOnly) throw new Error('BlobIndex: verified snapshots are for writers');
+    if (!this.verified) {
+      try {
+        this.verified = this.env.openDB<Buffer, Buffer>({ name: 'verified', keyEncoding: 'binary', encoding: 'binary', compression: false });
+      } catch (err) {
+        throw damaged('index', err);
+      }
+      if (!this.verified) throw damaged('index', new Error('the verified table cannot be opened'));
+    }
+    return this.verified;
   }
 
   /** Records a sealed pack and all its blobs in one transaction. */

@@ -91,8 +91,6 @@ export interface WriteStats {
   bytesAddedStored: number;
 }
 
-const MAX_IN_FLIGHT_BYTES = 96 * 1024 * 1024;
-
 export class BlobWriter {
   readonly stats: WriteStats = { blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0 };
   /** Ids being compressed or sitting in unsealed packs: present for dedup purposes. */
@@ -100,8 +98,6 @@ export class BlobWriter {
   private readonly current = new Map<BlobType, PackWriter>();
   private readonly sealing: Array<Promise<void>> = [];
   private readonly appendChains = new Map<BlobType, Promise<void>>();
-  private inFlight = 0;
-  private waiters: Array<() => void> = [];
   private failure: unknown;
 
   constructor(
@@ -117,21 +113,13 @@ export class BlobWriter {
   }
 
   has(id: BlobId): boolean {
-    return this.pending.has(idToHex(id)) || this.index.has(id);
-  }
-
-  /** Resolves when there is room for more data in flight (bounds memory). */
-  async waitForRoom(): Promise<void> {
-    this.throwIfFailed();
-    while (this.inFlight >= MAX_IN_FLIGHT_BYTES) {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-      this.throwIfFailed();
-    }
+    return this.index.has(id) || this.pending.has(idToHex(id));
   }
 
   /**
    * Stores a blob unless one with the same id exists. Resolves once it is in a pack
-   * (durable only after `flush`). Returns whether it was new.
+   * (durable only after `flush`), and `raw` is no longer referenced. Returns whether it
+   * was new. Callers bound the memory of what they put (see ByteBudget).
    */
   async put(type: BlobType, raw: Buffer, knownId?: BlobId): Promise<{ id: BlobId; added: boolean }> {
     this.throwIfFailed();
@@ -139,7 +127,6 @@ export class BlobWriter {
     const key = idToHex(id);
     if (this.pending.has(key) || this.index.has(id)) return { id, added: false };
     this.pending.add(key);
-    this.inFlight += raw.length;
     try {
       const compressed = raw.length > 0 ? await this.pool.compress(raw) : raw;
       const useZstd = compressed.length < raw.length;
@@ -160,9 +147,6 @@ export class BlobWriter {
     } catch (err) {
       this.failure ??= err;
       throw err;
-    } finally {
-      this.inFlight -= raw.length;
-      if (this.inFlight < MAX_IN_FLIGHT_BYTES) this.waiters.splice(0).forEach((w) => w());
     }
   }
 
@@ -228,7 +212,8 @@ export class BlobWriter {
     this.current.clear();
   }
 
-  private throwIfFailed(): void {
+  /** Throws the first failure of a put or a pack seal, so that readers stop early. */
+  throwIfFailed(): void {
     if (this.failure) throw this.failure;
   }
 }

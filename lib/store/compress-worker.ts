@@ -1,28 +1,37 @@
 // Worker thread body of the compression pool. A batch arrives as one transferred buffer
-// plus item lengths, and leaves the same way: structured-cloning many small views would
-// copy their (often much larger) backing buffers one by one.
+// plus views of shared memory (see CompressJob), and leaves as one transferred buffer:
+// structured-cloning many small views would copy their (often much larger) backing
+// buffers one by one. Frames are written into one reused scratch buffer, so that the
+// only allocation per batch is the result itself.
 import { parentPort, workerData } from 'node:worker_threads';
-import { Compressor } from 'zstd-napi';
+import binding from 'zstd-napi/binding.js';
+import type { CompressJob, CompressResult } from './compression.js';
 
-const compressor = new Compressor();
-compressor.setParameters({ compressionLevel: (workerData as { level: number }).level });
+const cctx = new binding.CCtx();
+cctx.setParameter(binding.CParameter.compressionLevel, (workerData as { level: number }).level);
+let scratch = Buffer.alloc(0);
 
-parentPort!.on('message', (msg: { job: number; data: ArrayBuffer; lengths: number[] }) => {
-  const input = Buffer.from(msg.data);
-  const parts: Buffer[] = [];
-  const lengths: number[] = [];
+parentPort!.on('message', (msg: CompressJob) => {
+  const packed = Buffer.from(msg.packed);
+  const inputs: Uint8Array[] = [];
   let pos = 0;
-  for (const len of msg.lengths) {
-    const out = compressor.compress(input.subarray(pos, pos + len));
-    parts.push(out);
-    lengths.push(out.length);
-    pos += len;
+  let bound = 0;
+  for (const item of msg.items) {
+    const input = typeof item === 'number' ? packed.subarray(pos, (pos += item)) : item;
+    inputs.push(input);
+    bound += binding.compressBound(input.length);
   }
-  const packed = new Uint8Array(lengths.reduce((a, b) => a + b, 0));
+  if (scratch.length < bound) scratch = Buffer.allocUnsafe(bound);
+  const lengths: number[] = [];
   let at = 0;
-  for (const p of parts) {
-    packed.set(p, at);
-    at += p.length;
+  for (const input of inputs) {
+    // ZSTD_compress2 writes the content size into the frame header (decompressExact needs it).
+    const n = cctx.compress2(scratch.subarray(at), input);
+    lengths.push(n);
+    at += n;
   }
-  parentPort!.postMessage({ job: msg.job, data: packed.buffer, lengths }, [packed.buffer]);
+  const data = new Uint8Array(at);
+  data.set(scratch.subarray(0, at));
+  const result: CompressResult = { job: msg.job, data: data.buffer, lengths };
+  parentPort!.postMessage(result, [data.buffer]);
 });

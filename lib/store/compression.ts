@@ -1,6 +1,8 @@
 // zstd compression on both cores: a small worker_threads pool fed in batches (one message
 // per batch, not per blob, so a spool of 4 KiB mails does not drown in message overhead),
 // and bounded-memory decompression that refuses frames claiming more than expected.
+// Data in shared memory (the chunks of large files) reaches the workers without a copy;
+// anything else is copied into one transferred buffer per batch.
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -13,14 +15,39 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/**
+ * A batch for a worker: `items` in order, each either a length (the next bytes of `packed`)
+ * or a view of shared memory, which a message shares rather than copies.
+ */
+export interface CompressJob {
+  job: number;
+  packed: ArrayBuffer;
+  items: Array<number | Uint8Array>;
+}
+
+/** The compressed items of a job, one after the other in `data`. */
+export interface CompressResult {
+  job: number;
+  data: ArrayBuffer;
+  lengths: number[];
+}
+
+function isShared(data: Uint8Array): boolean {
+  return data.buffer instanceof SharedArrayBuffer;
+}
+
 const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_ITEMS = 512;
 
 export class CompressionPool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
-  /** Waiting items are queue[head..]; a head index, since shift() is O(n). */
-  private queue: Pending[] = [];
+  /**
+   * Waiting items are queue[head..]; a head index, since shift() is O(n). Dispatched slots
+   * are cleared: while the queue never empties (a large file keeps it fed) they would
+   * otherwise keep every chunk compressed so far alive.
+   */
+  private queue: Array<Pending | undefined> = [];
   private head = 0;
   private readonly jobs = new Map<number, Pending[]>();
   private nextJob = 1;
@@ -28,10 +55,19 @@ export class CompressionPool {
   private dispatchScheduled = false;
   private failure: unknown;
 
-  constructor(level: number, size = Math.max(1, Math.min(4, availableParallelism()))) {
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level } });
-      w.on('message', (msg: { job: number; data: ArrayBuffer; lengths: number[] }) => this.finished(w, msg));
+  constructor(
+    private readonly level: number,
+    private readonly size = Math.max(1, Math.min(4, availableParallelism())),
+  ) {}
+
+  /**
+   * Workers start with the first blob: a backup in which nothing changed compresses
+   * nothing, and starting them (a Node.js isolate each) costs more than its whole walk.
+   */
+  private start(): void {
+    for (let i = 0; i < this.size; i++) {
+      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level: this.level } });
+      w.on('message', (msg: CompressResult) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
       w.unref();
       this.workers.push(w);
@@ -41,6 +77,7 @@ export class CompressionPool {
 
   compress(data: Uint8Array): Promise<Buffer> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.workers.length === 0) this.start();
     return new Promise((resolve, reject) => {
       this.queue.push({ data, resolve, reject });
       this.queuedBytes += data.length;
@@ -69,7 +106,8 @@ export class CompressionPool {
       const batch: Pending[] = [];
       let bytes = 0;
       while (this.head < this.queue.length && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
-        const p = this.queue[this.head++]!;
+        const p = this.queue[this.head]!;
+        this.queue[this.head++] = undefined;
         bytes += p.data.length;
         this.queuedBytes -= p.data.length;
         batch.push(p);
@@ -78,13 +116,18 @@ export class CompressionPool {
       const job = this.nextJob++;
       this.jobs.set(job, batch);
       worker.ref();
-      const packed = new Uint8Array(bytes);
+      let copied = 0;
+      for (const p of batch) if (!isShared(p.data)) copied += p.data.length;
+      const packed = new Uint8Array(copied);
       let at = 0;
-      for (const p of batch) {
+      const items = batch.map((p) => {
+        if (isShared(p.data)) return p.data;
         packed.set(p.data, at);
         at += p.data.length;
-      }
-      worker.postMessage({ job, data: packed.buffer, lengths: batch.map((p) => p.data.length) }, [packed.buffer]);
+        return p.data.length;
+      });
+      const msg: CompressJob = { job, packed: packed.buffer, items };
+      worker.postMessage(msg, [packed.buffer]);
     }
     if (this.head === this.queue.length) {
       this.queue = [];
@@ -95,7 +138,7 @@ export class CompressionPool {
     }
   }
 
-  private finished(worker: Worker, msg: { job: number; data: ArrayBuffer; lengths: number[] }): void {
+  private finished(worker: Worker, msg: CompressResult): void {
     const batch = this.jobs.get(msg.job)!;
     this.jobs.delete(msg.job);
     let at = 0;
@@ -113,7 +156,7 @@ export class CompressionPool {
     this.failure = err;
     for (const batch of this.jobs.values()) batch.forEach((p) => p.reject(err));
     this.jobs.clear();
-    this.queue.slice(this.head).forEach((p) => p.reject(err));
+    this.queue.slice(this.head).forEach((p) => p!.reject(err));
     this.queue = [];
     this.head = 0;
   }

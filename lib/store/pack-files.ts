@@ -40,15 +40,18 @@ export class PackWriter {
   private readonly blobs: PackedBlob[] = [];
   private readonly tmpPath: string;
   private fh: fs.FileHandle | undefined;
-  private buffered: Buffer[] = [];
+  /**
+   * Blobs are copied into this buffer, written out when full: the caller's buffers (often
+   * views of much larger read blocks) are not kept once `add` returns.
+   */
+  private readonly buffer = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   private bufferedBytes = 0;
   private written = 0;
   private offset = PACK_HEADER_BYTES;
 
   constructor(private readonly layout: RepoLayout) {
     this.tmpPath = path.join(layout.incoming, `${idToHex(this.id)}.tmp`);
-    this.buffered.push(encodePackHeader());
-    this.bufferedBytes = PACK_HEADER_BYTES;
+    this.bufferedBytes = encodePackHeader().copy(this.buffer, 0);
   }
 
   /** Bytes the pack holds so far. */
@@ -64,17 +67,24 @@ export class PackWriter {
     if (this.offset + BLOB_HEADER_BYTES + blob.stored.length > MAX_PACK_BYTES) throw new RangeError('pack full');
     const header = encodeBlobHeader(blob);
     this.blobs.push({ id: blob.id, type: blob.type, compression: blob.compression, offset: this.offset, storedLength: blob.storedLength, rawLength: blob.rawLength });
-    this.buffered.push(header, blob.stored);
-    this.bufferedBytes += header.length + blob.stored.length;
+    await this.append(header);
+    await this.append(blob.stored);
     this.offset += header.length + blob.stored.length;
-    if (this.bufferedBytes >= WRITE_BUFFER_BYTES) await this.drain();
+  }
+
+  private async append(data: Buffer): Promise<void> {
+    if (this.bufferedBytes + data.length > this.buffer.length) await this.drain();
+    if (data.length >= this.buffer.length) await this.writeOut(data);
+    else this.bufferedBytes += data.copy(this.buffer, this.bufferedBytes);
   }
 
   private async drain(): Promise<void> {
     if (this.bufferedBytes === 0) return;
-    const data = Buffer.concat(this.buffered, this.bufferedBytes);
-    this.buffered = [];
+    await this.writeOut(this.buffer.subarray(0, this.bufferedBytes));
     this.bufferedBytes = 0;
+  }
+
+  private async writeOut(data: Buffer): Promise<void> {
     try {
       if (!this.fh) {
         await fs.mkdir(this.layout.incoming, { recursive: true, mode: 0o700 });
@@ -90,9 +100,8 @@ export class PackWriter {
   /** Trailer, fsync, rename to packs/xx/ID.pack, fsync the directory. */
   async seal(): Promise<SealedPack> {
     const trailer = encodeTrailer(this.blobs);
-    this.buffered.push(trailer);
-    this.bufferedBytes += trailer.length;
     const size = this.offset + trailer.length;
+    await this.append(trailer);
     await this.drain();
     const hex = idToHex(this.id);
     const finalPath = this.layout.packFile(hex);

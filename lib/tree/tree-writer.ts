@@ -13,6 +13,9 @@ import { BlobWriter } from '../store/blob-store.js';
  */
 const HOLD_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/** Pages handed to the writer and not yet stored, at most. */
+const PAGES_IN_FLIGHT = 8;
+
 interface StoredPage {
   firstName: Buffer;
   count: number;
@@ -78,7 +81,8 @@ export class TreeBuilder {
   }
 
   private async store(page: TreePage): Promise<void> {
-    await this.writer.waitForRoom();
+    // Pages being compressed are bounded too (the writer leaves that to its callers).
+    if (this.pages.length >= PAGES_IN_FLIGHT) await this.pages[this.pages.length - PAGES_IN_FLIGHT]!.id;
     const id = this.writer.put(BlobType.Tree, page.bytes).then((r) => r.id);
     id.catch(() => undefined); // awaited in finish(); a failure is also kept by the writer
     this.pages.push({ firstName: page.firstName, count: page.count, id });

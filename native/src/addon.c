@@ -14,6 +14,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("utimensNoFollow", sn_utimens_nofollow),
       FN("scanDir", sn_scan_dir),
       FN("readSmallFiles", sn_read_small_files),
+      FN("setMmapThreshold", sn_set_mmap_threshold),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0],
                              props) != napi_ok) {
