@@ -198,7 +198,9 @@ export class SnapfsTool extends Tool {
   }
 
   mountSpec(mnt: string): MountSpec {
-    return { cmd: process.execPath, args: [snapfsCli(), 'mount', this.repo, mnt, '--foreground'], lastDir: path.join(mnt, this.source, 'last') + '/' };
+    // The V8 flags `snapfs mount` gives its background server (SERVER_NODE_FLAGS in
+    // cli/commands/mount.ts): --foreground runs with the command's own.
+    return { cmd: process.execPath, args: ['--max-semi-space-size=2', snapfsCli(), 'mount', this.repo, mnt, '--foreground'], lastDir: path.join(mnt, this.source, 'last') + '/' };
   }
 
   async prune(keep: number): Promise<Measured[] | undefined> {
