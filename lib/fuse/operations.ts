@@ -199,11 +199,8 @@ export class FuseOperations {
         this.run('open', path, cb, async () => [await this.withNode(path, (id) => vfs.open(id, flags))]),
 
       read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void) => {
-        vfs.read(fd, pos, len).then(
-          (data) => {
-            data.copy(buf, 0, 0, Math.min(len, data.length));
-            cb(Math.min(len, data.length));
-          },
+        vfs.read(fd, pos, len, (data) => data.copy(buf, 0, 0, Math.min(len, data.length))).then(
+          (n) => cb(n),
           (err) => cb(this.fail('read', path, err)),
         );
       },

@@ -53,7 +53,8 @@ const isRoot = process.getuid?.() === 0;
 
 export async function restore(repo: Repository, snap: SnapshotRecord, target: string, opts: RestoreOptions = {}): Promise<RestoreStats> {
   const trees = new TreeReader(repo.blobs);
-  const files = new FileReader(repo.blobs);
+  // Each chunk is written once, but for those shared by several files: a small cache.
+  const files = new FileReader(repo.blobs, { cacheBytes: 8 * 1024 * 1024 });
   const stats: RestoreStats = { files: 0, directories: 0, others: 0, bytes: 0, warnings: [] };
   const targetAbs = path.resolve(target);
   await prepareTarget(targetAbs);

@@ -104,7 +104,7 @@ export interface VfsOptions {
    * heap they really take: decoded entries are objects, Buffers and BigInts); default 6 MiB.
    */
   treeCacheBytes?: number;
-  /** Decompressed file chunks kept in memory (read-ahead lands here too); default 24 MiB. */
+  /** Decompressed file chunks kept in memory (read-ahead lands here too); default 16 MiB. */
   chunkCacheBytes?: number;
   /** Node table size (estimated bytes); default 4 MiB. */
   nodeCacheBytes?: number;
@@ -223,7 +223,7 @@ export class Vfs {
   private constructor(private readonly repo: Repository, private readonly opts: VfsOptions) {
     // ~25,000 decoded entries (TreeReader charges what they really cost on the heap).
     this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 16 * 1024 * 1024);
-    this.files = new FileReader(repo.blobs, opts.chunkCacheBytes ?? 24 * 1024 * 1024);
+    this.files = new FileReader(repo.blobs, { cacheBytes: opts.chunkCacheBytes ?? 16 * 1024 * 1024, recycle: true });
     this.nodes = new ByteLru(opts.nodeCacheBytes ?? 4 * 1024 * 1024);
     this.uid = opts.uid ?? process.getuid?.() ?? 0;
     this.gid = opts.gid ?? process.getgid?.() ?? 0;
@@ -684,13 +684,17 @@ export class Vfs {
     return fh;
   }
 
-  async read(fh: number, offset: number, length: number): Promise<Buffer> {
+  /**
+   * Calls `use` with up to `length` bytes at `offset`; they are valid only during the call
+   * (chunk memory is reused once evicted), which must therefore copy or send them at once.
+   */
+  async read<T>(fh: number, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
     const h = this.handles.get(fh);
     if (!h) throw new SnapfsError('STALE_HANDLE', `file handle ${fh} is not open`);
     if (offset === h.nextOffset) h.sequential++;
     else h.sequential = 0;
     h.nextOffset = offset + length;
-    const data = this.files.read(h.file, offset, length);
+    const data = this.files.readWith(h.file, offset, length, use);
     // Read ahead once the pattern looks sequential: the next chunks decompress while the
     // reader consumes this one.
     if (h.sequential >= 2 && offset + length < h.file.size) this.files.prefetch(h.file, offset + length, this.opts.readAheadChunks ?? 4);

@@ -9,6 +9,7 @@ import { BlobIndex, BlobLocation } from './blob-index.js';
 import { PackReader, PackWriter } from './pack-files.js';
 import { CompressionPool, decompressExact } from './compression.js';
 import { RepoLayout } from './layout.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { CorruptDataError, SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
 export class BlobReader {
@@ -22,36 +23,52 @@ export class BlobReader {
     return this.index.has(id);
   }
 
-  /** The verified raw bytes of a blob. */
-  async get(id: BlobId, type?: BlobType): Promise<Buffer> {
+  /**
+   * The verified raw bytes of a blob. With `pool`, the pack is read into a pooled buffer
+   * (given back before returning) and the bytes are returned in one taken from the pool,
+   * which the caller gives back when done with them.
+   */
+  async get(id: BlobId, type?: BlobType, pool?: BufferPool): Promise<Buffer> {
     let loc = this.locate(id);
-    let stored: Buffer;
+    let stored = pool?.take(BLOB_HEADER_BYTES + loc.storedLength);
     try {
-      stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw packError(err, loc.pack);
-      // A concurrent prune may have moved the blob to a new pack: look again once.
-      this.packs.forget(loc.pack);
-      this.index.refresh();
-      loc = this.locate(id);
       try {
-        stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength);
-      } catch (err2) {
-        if (errnoCode(err2) === 'ENOENT') throw new CorruptDataError(`blob ${idToHex(id)}: pack ${idToHex(loc.pack)} is missing`);
-        throw packError(err2, loc.pack);
+        stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength, stored);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw packError(err, loc.pack);
+        // A concurrent prune may have moved the blob to a new pack: look again once.
+        this.packs.forget(loc.pack);
+        this.index.refresh();
+        const moved = this.locate(id);
+        if (stored && moved.storedLength !== loc.storedLength) {
+          pool!.give(stored);
+          stored = pool!.take(BLOB_HEADER_BYTES + moved.storedLength);
+        }
+        loc = moved;
+        try {
+          stored = await this.packs.read(loc.pack, loc.offset, BLOB_HEADER_BYTES + loc.storedLength, stored);
+        } catch (err2) {
+          if (errnoCode(err2) === 'ENOENT') throw new CorruptDataError(`blob ${idToHex(id)}: pack ${idToHex(loc.pack)} is missing`);
+          throw packError(err2, loc.pack);
+        }
       }
+      if (!pool) return decodeStoredBlob(this.hasher, id, loc, stored, type);
+      const raw = pool.take(loc.rawLength);
+      try {
+        return decodeStoredBlob(this.hasher, id, loc, stored, type, raw);
+      } catch (err) {
+        pool.give(raw);
+        throw err;
+      }
+    } finally {
+      if (pool && stored) pool.give(stored);
     }
-    return this.decode(id, loc, stored, type);
   }
 
   private locate(id: BlobId): BlobLocation {
     const loc = this.index.lookup(id);
     if (!loc) throw new SnapfsError('BLOB_NOT_FOUND', `blob ${idToHex(id)} is not in the index (damaged repository?)`);
     return loc;
-  }
-
-  private decode(id: BlobId, loc: BlobLocation, stored: Buffer, type?: BlobType): Buffer {
-    return decodeStoredBlob(this.hasher, id, loc, stored, type);
   }
 }
 
@@ -69,7 +86,7 @@ function packError(err: unknown, pack: Buffer): SnapfsError {
  * `loc`) and returns its raw bytes: header checksum and fields, decompression, keyed id.
  * Shared by reads, check --read-data and prune's repacking.
  */
-export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType): Buffer {
+export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType, into?: Buffer): Buffer {
   const what = `blob ${idToHex(id)} in pack ${idToHex(loc.pack)}`;
   const header = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, what);
   if (!header.id.equals(id) || header.storedLength !== loc.storedLength || header.rawLength !== loc.rawLength) {
@@ -78,7 +95,10 @@ export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobL
   if (type !== undefined && header.type !== type) throw new CorruptDataError(`${what}: expected type ${type}, found ${header.type}`);
   const body = stored.subarray(BLOB_HEADER_BYTES);
   if (body.length !== header.storedLength) throw new CorruptDataError(`${what}: truncated`);
-  const raw = header.compression === Compression.Zstd ? decompressExact(body, header.rawLength, what) : body;
+  let raw: Buffer;
+  if (header.compression === Compression.Zstd) raw = decompressExact(body, header.rawLength, what, into);
+  else if (into) raw = into.subarray(0, body.copy(into));
+  else raw = body;
   if (!hasher.matches(id, raw)) throw new CorruptDataError(`${what}: content does not match its id`);
   return raw;
 }

@@ -6,7 +6,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { Decompressor } from 'zstd-napi';
+import binding from 'zstd-napi/binding.js';
 import { CorruptDataError } from '../errors.js';
 
 interface Pending {
@@ -198,9 +198,13 @@ export function zstdDeclaredSize(frame: Uint8Array): number | undefined {
   }
 }
 
-const decompressor = new Decompressor();
+const dctx = new binding.DCtx();
 
-export function decompressExact(frame: Uint8Array, rawLength: number, what: string): Buffer {
+/**
+ * Decompresses a frame that must declare exactly `rawLength` bytes, into `into` (rawLength
+ * bytes long) when given, else into a new buffer.
+ */
+export function decompressExact(frame: Uint8Array, rawLength: number, what: string, into?: Buffer): Buffer {
   let declared: number | undefined;
   try {
     declared = zstdDeclaredSize(frame);
@@ -212,12 +216,14 @@ export function decompressExact(frame: Uint8Array, rawLength: number, what: stri
   if (declared !== rawLength) {
     throw new CorruptDataError(`${what}: zstd frame declares ${declared} bytes, expected ${rawLength}`);
   }
-  let out: Buffer;
+  const out = into ?? Buffer.allocUnsafe(rawLength);
+  if (out.length !== rawLength) throw new Error(`decompressExact: output buffer of ${out.length} bytes for ${rawLength}`);
+  let n: number;
   try {
-    out = decompressor.decompress(frame);
+    n = dctx.decompress(out, frame);
   } catch (err) {
     throw new CorruptDataError(`${what}: zstd decompression failed (${(err as Error).message})`, { cause: err });
   }
-  if (out.length !== rawLength) throw new CorruptDataError(`${what}: decompressed to ${out.length} bytes, expected ${rawLength}`);
+  if (n !== rawLength) throw new CorruptDataError(`${what}: decompressed to ${n} bytes, expected ${rawLength}`);
   return out;
 }

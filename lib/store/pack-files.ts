@@ -152,11 +152,14 @@ export class PackReader {
     return h;
   }
 
-  /** Reads exactly `length` bytes at `offset`, or fails with CORRUPT_DATA on a short pack. */
-  async read(pack: Buffer, offset: number, length: number): Promise<Buffer> {
+  /**
+   * Reads exactly `length` bytes at `offset` (into `into`, `length` bytes long, when given),
+   * or fails with CORRUPT_DATA on a short pack.
+   */
+  async read(pack: Buffer, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     const hex = idToHex(pack);
     const fh = await this.handle(hex);
-    const buf = Buffer.allocUnsafe(length);
+    const buf = into ?? Buffer.allocUnsafe(length);
     const { bytesRead } = await fh.read(buf, 0, length, offset);
     if (bytesRead !== length) throw new CorruptDataError(`pack ${hex}: truncated (wanted ${length} bytes at ${offset}, got ${bytesRead})`);
     return buf;

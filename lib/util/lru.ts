@@ -22,7 +22,11 @@ export class ByteLru<K, V> {
   /** Most recently used end. */
   private tail: Slot<K, V> | undefined;
 
-  constructor(private readonly maxBytes: number) {}
+  /** `onEvict` is called with each value pushed out by set() (not for delete or clear). */
+  constructor(
+    private readonly maxBytes: number,
+    private readonly onEvict?: (value: V, key: K) => void,
+  ) {}
 
   get bytes(): number {
     return this.total;
@@ -75,6 +79,7 @@ export class ByteLru<K, V> {
       this.unlink(lru);
       this.map.delete(lru.key);
       this.total -= lru.bytes;
+      this.onEvict?.(lru.value, lru.key);
     }
   }
 
