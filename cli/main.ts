@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { reportError } from './output.js';
 import { EXIT_BY_CODE, EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 import { fromSystemError, isSnapfsError } from '../lib/errors.js';
+import { explainIndexFailure } from '../lib/store/blob-index.js';
 import * as init from './commands/init.js';
 import * as backupCmd from './commands/backup.js';
 import * as browse from './commands/browse.js';
@@ -46,7 +47,7 @@ async function main(): Promise<void> {
   let background: number | undefined;
   process.on('unhandledRejection', async (err) => {
     const cause = (err as { commitError?: Promise<unknown> } | null)?.commitError; // lmdb-js keeps the errno here
-    const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
+    const inner = explainIndexFailure(cause ? await cause.then(() => err, (e: unknown) => e) : err);
     if (background !== undefined) return;
     const systemish = (inner as { code?: unknown } | null)?.code !== undefined;
     background = reportError(systemish ? fromSystemError(inner, 'background task') : inner, json);

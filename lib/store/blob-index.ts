@@ -51,6 +51,7 @@ export class BlobIndex {
   private verified: Database<Buffer, Buffer> | undefined;
 
   private constructor(
+    private readonly dir: string,
     private readonly env: RootDatabase,
     private readonly blobs: Database<Buffer, Buffer>,
     private readonly packs: Database<Buffer, Buffer>,
@@ -78,7 +79,8 @@ export class BlobIndex {
       const packs = env.openDB<Buffer, Buffer>({ name: 'packs', ...opts });
       // lmdb-js gives no database (rather than an error) when its name cannot be found.
       if (!blobs || !packs) throw new Error('the blobs and packs tables cannot be found');
-      return new BlobIndex(env, blobs, packs, readOnly);
+      if (!readOnly) writableIndexes.add(dir);
+      return new BlobIndex(dir, env, blobs, packs, readOnly);
     } catch (err) {
       void env.close().catch(() => undefined);
       throw damaged(dir, err);
@@ -121,9 +123,14 @@ export class BlobIndex {
 
   async setVerifiedSnapshot(source: string, snapshotId: string): Promise<void> {
     const table = this.verifiedTable();
-    await this.write('recording a verified snapshot', () => {
-      table.put(Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8'));
-    });
+    // Synchronous: it is written after the snapshot committed, where a failure (a full
+    // disk) must only cost the shortcut. An asynchronous put's own commit promise would
+    // reject on its own, unhandled, and fail the backup that had succeeded.
+    try {
+      this.env.transactionSync(() => table.putSync(Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8')));
+    } catch (err) {
+      throw fromSystemError(err, 'index recording a verified snapshot');
+    }
   }
 
   private verifiedTable(): Database<Buffer, Buffer> {
@@ -142,12 +149,16 @@ export class BlobIndex {
   /** Records a sealed pack and all its blobs in one transaction. */
   async addPack(pack: Buffer, size: number, blobs: readonly PackedBlob[]): Promise<void> {
     await this.write('recording a pack in the index', () => {
-      for (const b of blobs) this.blobs.put(b.id, encodeLocation(pack, b));
-      this.packs.put(pack, packInfoValue(size, blobs.length));
+      for (const b of blobs) this.blobs.putSync(b.id, encodeLocation(pack, b));
+      this.packs.putSync(pack, packInfoValue(size, blobs.length));
     });
   }
 
   /** One write transaction; LMDB failures (disk full above all) become SnapfsErrors. */
+  /**
+   * One write transaction. Inside `fn`, only the *Sync calls: an asynchronous put inside a
+   * transaction returns a promise of its own that rejects, unhandled, when the commit fails.
+   */
   private async write(what: string, fn: () => void): Promise<void> {
     try {
       await this.env.transaction(fn);
@@ -155,19 +166,19 @@ export class BlobIndex {
       // lmdb-js rejects with a generic "Commit failed" and keeps the cause aside.
       const cause = (err as { commitError?: Promise<unknown> }).commitError;
       const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
-      throw fromSystemError(inner, `index ${what}`);
+      throw fromSystemError(shortWriteIsFullDisk(inner, this.dir), `index ${what}`);
     }
   }
 
   /** Replaces packs: new locations for moved blobs, then removal of the old packs' entries. */
   async replacePacks(added: Array<{ pack: Buffer; size: number; blobs: readonly PackedBlob[] }>, removedPacks: Buffer[], removedBlobs: BlobId[]): Promise<void> {
     await this.write('replacing packs', () => {
-      for (const id of removedBlobs) this.blobs.remove(id);
+      for (const id of removedBlobs) this.blobs.removeSync(id);
       for (const a of added) {
-        for (const b of a.blobs) this.blobs.put(b.id, encodeLocation(a.pack, b));
-        this.packs.put(a.pack, packInfoValue(a.size, a.blobs.length));
+        for (const b of a.blobs) this.blobs.putSync(b.id, encodeLocation(a.pack, b));
+        this.packs.putSync(a.pack, packInfoValue(a.size, a.blobs.length));
       }
-      for (const p of removedPacks) this.packs.remove(p);
+      for (const p of removedPacks) this.packs.removeSync(p);
     });
   }
 
@@ -331,6 +342,38 @@ function requireRoomForNewIndex(dir: string): void {
   if (free < NEW_INDEX_BYTES) {
     throw new SnapfsError('NO_SPACE', `creating the index in ${dir}: no space left on device (${free} bytes free; at least ${NEW_INDEX_BYTES} needed)`);
   }
+}
+
+/**
+ * LMDB reports a short write of its pages as EIO (mdb_page_flush): on a disk that is full
+ * now, that was the disk filling up, and the user must hear so (and free space), not
+ * suspect the hardware.
+ */
+/** Directories of the indexes this process opened for writing (see explainIndexFailure). */
+const writableIndexes = new Set<string>();
+
+/**
+ * A failed LMDB commit can also surface outside any call of ours (lmdb-js rejects a promise
+ * of its own): the CLI's last-resort handler asks here whether it was the disk filling up.
+ */
+export function explainIndexFailure(err: unknown): unknown {
+  for (const dir of writableIndexes) {
+    const explained = shortWriteIsFullDisk(err, dir);
+    if (explained !== err) return explained;
+  }
+  return err;
+}
+
+function shortWriteIsFullDisk(err: unknown, dir: string): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code !== 'EIO' && code !== 5 && !/input\/output error/i.test((err as Error)?.message ?? '')) return err;
+  try {
+    const s = statfsSync(dir);
+    if (s.bavail * s.bsize >= NEW_INDEX_BYTES) return err;
+  } catch {
+    return err;
+  }
+  return Object.assign(new Error(`no space left on device (a short write of the index: ${(err as Error).message})`), { code: 'ENOSPC', cause: err });
 }
 
 function packInfoValue(size: number, blobs: number): Buffer {
