@@ -19,14 +19,11 @@ import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader } from '../read/file-reader.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 import { baseDescriptor } from '../util/long-path.js';
-import { Semaphore } from '../util/semaphore.js';
 
 const SLASH = Buffer.from('/');
 /** open(2)'s O_PATH on Linux (Node does not export it). */
 const O_PATH = 0o10000000;
 const EUID = process.geteuid?.() ?? 0;
-/** Files, symlinks and nodes restored at once. */
-const RESTORE_CONCURRENCY = 16;
 
 export interface RestoreOptions {
   /** Path inside the snapshot; the whole snapshot when absent. */
@@ -112,8 +109,6 @@ async function prepareTarget(target: string): Promise<void> {
 class Restorer {
   /** First restored path of each hard-link group, by source device:inode, once it exists. */
   private readonly links = new Map<string, Promise<Buffer>>();
-  /** Files, links and nodes being created at once (whole restore). */
-  private readonly slots = new Semaphore(RESTORE_CONCURRENCY);
   /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
   private readonly pinned = new Map<number, () => Promise<void>>();
 
@@ -131,32 +126,13 @@ class Restorer {
    * `shown` is its real path, for messages.
    */
   async directoryContents(treeId: Buffer, dir: Buffer, shown: Buffer): Promise<void> {
-    // Files, links and nodes are created several at a time (a mail spool is millions of
-    // small files: one at a time, restore waits on each round trip); subdirectories in
-    // turn. All of a directory's entries are done before its times are set.
-    const running = new Set<Promise<void>>();
-    let failure: { err: unknown } | undefined;
+    // One entry at a time: a restore that dies (killed, or LMDB faulting on a damaged index)
+    // leaves at most the one file it was writing incomplete. Creating several at once (2x
+    // faster for a spool of small files) needs each to appear only when whole (O_TMPFILE
+    // and linkat): not done yet.
     for await (const e of this.trees.entries(treeId)) {
-      if (failure) break;
-      const dest = Buffer.concat([dir, SLASH, e.name]);
-      const named = Buffer.concat([shown, SLASH, e.name]);
-      if (e.kind === EntryKind.Directory) {
-        await this.entry(e, dest, named);
-        continue;
-      }
-      await this.slots.acquire();
-      const task: Promise<void> = this.entry(e, dest, named)
-        .catch((err: unknown) => {
-          failure ??= { err };
-        })
-        .finally(() => {
-          this.slots.release();
-          running.delete(task);
-        });
-      running.add(task);
+      await this.entry(e, Buffer.concat([dir, SLASH, e.name]), Buffer.concat([shown, SLASH, e.name]));
     }
-    await Promise.all(running);
-    if (failure) throw failure.err;
   }
 
   async close(): Promise<void> {
@@ -211,7 +187,6 @@ class Restorer {
             const key = `${e.device}:${e.inode}`;
             const first = this.links.get(key);
             if (first) {
-              // The first name was started earlier (it holds a slot or is done): no deadlock.
               await fs.link(await first, dest);
               this.stats.files++;
               return; // shares the first link's data and metadata
@@ -251,7 +226,12 @@ class Restorer {
       // Write only the stored chunks: the gaps between them stay holes.
       for (let i = 0; i < file.chunks.count; i++) {
         const data = await this.files.chunk(file, i);
-        await fh.write(data, 0, data.length, file.chunks.offsets[i]!);
+        // write(2) may write less than asked (a disk filling up): never leave a short file.
+        for (let done = 0; done < data.length; ) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done, file.chunks.offsets[i]! + done);
+          if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (nothing written)'), { code: 'ENOSPC' });
+          done += bytesWritten;
+        }
         this.stats.bytes += data.length;
       }
       await fh.truncate(e.size);

@@ -90,8 +90,14 @@ export class PackWriter {
         await fs.mkdir(this.layout.incoming, { recursive: true, mode: 0o700 });
         this.fh = await fs.open(this.tmpPath, 'wx', 0o600);
       }
-      await this.fh.write(data, 0, data.length, this.written);
-      this.written += data.length;
+      // write(2) may write less than asked (a disk filling up): a pack with a short write
+      // would be sealed and indexed truncated. Loop; nothing written at all is ENOSPC.
+      for (let done = 0; done < data.length; ) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.written);
+        if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (nothing written)'), { code: 'ENOSPC' });
+        done += bytesWritten;
+        this.written += bytesWritten;
+      }
     } catch (err) {
       throw fromSystemError(err, `writing pack ${this.tmpPath}`);
     }
