@@ -19,6 +19,7 @@ import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader } from '../read/file-reader.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 import { baseDescriptor } from '../util/long-path.js';
+import { writeFully } from '../store/files.js';
 
 const SLASH = Buffer.from('/');
 /** open(2)'s O_PATH on Linux (Node does not export it). */
@@ -107,8 +108,8 @@ async function prepareTarget(target: string): Promise<void> {
 }
 
 class Restorer {
-  /** First restored path of each hard-link group, by source device:inode, once it exists. */
-  private readonly links = new Map<string, Promise<Buffer>>();
+  /** First restored path of each hard-link group, by source device:inode. */
+  private readonly links = new Map<string, Buffer>();
   /** Descriptors behind /proc/self/fd paths that a hard link may still need (closed at the end). */
   private readonly pinned = new Map<number, () => Promise<void>>();
 
@@ -187,18 +188,14 @@ class Restorer {
             const key = `${e.device}:${e.inode}`;
             const first = this.links.get(key);
             if (first) {
-              await fs.link(await first, dest);
+              await fs.link(first, dest);
               this.stats.files++;
               return; // shares the first link's data and metadata
             }
+            this.links.set(key, dest);
             // The other names link to this path later: its descriptor must outlive its directory.
             const fd = baseDescriptor(dest);
             if (fd !== undefined) this.pinned.set(fd, async () => undefined);
-            const made = this.file(e, dest).then(() => this.applyMeta(dest, e, display, true)).then(() => dest);
-            this.links.set(key, made);
-            await made;
-            this.opts.onProgress?.(this.stats, display);
-            return;
           }
           await this.file(e, dest);
           break;
@@ -226,12 +223,7 @@ class Restorer {
       // Write only the stored chunks: the gaps between them stay holes.
       for (let i = 0; i < file.chunks.count; i++) {
         const data = await this.files.chunk(file, i);
-        // write(2) may write less than asked (a disk filling up): never leave a short file.
-        for (let done = 0; done < data.length; ) {
-          const { bytesWritten } = await fh.write(data, done, data.length - done, file.chunks.offsets[i]! + done);
-          if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (nothing written)'), { code: 'ENOSPC' });
-          done += bytesWritten;
-        }
+        await writeFully(fh, data, file.chunks.offsets[i]!);
         this.stats.bytes += data.length;
       }
       await fh.truncate(e.size);

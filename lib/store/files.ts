@@ -16,6 +16,18 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Writes all of `data` at `position`: write(2) may write less than asked (a disk filling
+ * up), and a file written short must never pass for a whole one. Nothing written is ENOSPC.
+ */
+export async function writeFully(fh: fs.FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.length; ) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (nothing written)'), { code: 'ENOSPC' });
+    done += bytesWritten;
+  }
+}
+
 /** Writes `data` to `file` so that a crash leaves either the old or the new content. */
 export async function writeFileAtomic(file: string, data: Uint8Array, mode = 0o600): Promise<void> {
   const tmp = path.join(path.dirname(file), `.tmp-${randomBytes(8).toString('hex')}`);

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RepoLayout } from './layout.js';
-import { fsyncDir } from './files.js';
+import { fsyncDir, writeFully } from './files.js';
 import { idToHex } from '../format/blob-id.js';
 import {
   BLOB_HEADER_BYTES,
@@ -90,14 +90,9 @@ export class PackWriter {
         await fs.mkdir(this.layout.incoming, { recursive: true, mode: 0o700 });
         this.fh = await fs.open(this.tmpPath, 'wx', 0o600);
       }
-      // write(2) may write less than asked (a disk filling up): a pack with a short write
-      // would be sealed and indexed truncated. Loop; nothing written at all is ENOSPC.
-      for (let done = 0; done < data.length; ) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.written);
-        if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (nothing written)'), { code: 'ENOSPC' });
-        done += bytesWritten;
-        this.written += bytesWritten;
-      }
+      // A short write would otherwise be sealed and indexed as a truncated pack.
+      await writeFully(this.fh, data, this.written);
+      this.written += data.length;
     } catch (err) {
       throw fromSystemError(err, `writing pack ${this.tmpPath}`);
     }
