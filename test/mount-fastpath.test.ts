@@ -27,6 +27,16 @@ async function xattrDump(dir: string): Promise<string> {
   return r.stdout;
 }
 
+/** Every regular file's bytes below `dir` equal the source's, read by two readers at once. */
+async function sameBytes(t: { equal(a: unknown, b: unknown, m: string): void }, src: string, dir: string, how: string): Promise<void> {
+  const sums = (d: string) => runProcess('sh', ['-c', 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum', 'sh', d]);
+  const all = (d: string) => runProcess('sh', ['-c', 'cd "$1" && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum', 'sh', d]);
+  const [expectedSums, expectedAll] = [await sums(src), await all(src)];
+  const [gotSums, gotAll] = await Promise.all([sums(dir), all(dir)]);
+  t.equal(gotSums.stdout, expectedSums.stdout, `every file's sha256 is the source's (${how})`);
+  t.equal(gotAll.stdout, expectedAll.stdout, `the same bytes for a second reader at the same time (${how})`);
+}
+
 t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip }, async (t) => {
   const work = await tmpDir(t, 'mount-fastpath');
   const src = path.join(work, 'src');
@@ -41,6 +51,7 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
 
   // Reference: every request answered by JS.
   let m = await mountForeground(t, repo, mnt, [], { SNAPFS_FUSE_NO_CACHE: '1' });
+  await sameBytes(t, src, dated, 'opened by JS');
   const reference = await statAll(dated, 'never');
   const referenceXattrs = await xattrDump(dated);
   await m.stop();
@@ -52,6 +63,9 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
     t.same(await statAll(dated, 'default'), reference, `mount ${round}: stat after lookup (cold) is JS's answer`);
     t.same(await statAll(dated, 'never'), reference, `mount ${round}: forced getattr, answered from the binding's cache, is the same`);
     t.same(await statAll(last, 'never'), reference, `mount ${round}: the same through last/`);
+    // Looked up above, so every file is now opened by the binding (fh 0, reads by node).
+    await sameBytes(t, src, dated, `mount ${round}, opened by the binding`);
+    await sameBytes(t, src, last, `mount ${round}, through last/, opened by the binding`);
     t.equal(await xattrDump(dated), referenceXattrs, `mount ${round}: getfattr -R -d of every entry is the same`);
     const file = path.join(dated, 'xattrs', 'file');
     t.equal((await runProcess('getfattr', ['--only-values', '-n', 'user.text', file])).stdout, 'hello', 'getfattr of a stored user.* xattr works');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, projectRoot, setMmapThreshold,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, preadCached, projectRoot, setMmapThreshold,
   scanDir, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -531,4 +531,24 @@ t.test('setMmapThreshold: glibc takes it; out-of-range values are refused', asyn
   t.equal(setMmapThreshold(1024 * 1024), true, 'set (this is glibc)');
   t.throws(() => setMmapThreshold(0));
   t.throws(() => setMmapThreshold(64 * 1024 * 1024));
+});
+
+t.test('preadCached: cached bytes only, never wrong ones', async (tt) => {
+  const file = join(work, 'pread-cached');
+  const data = randomBytes(3 * 65536 + 123);
+  fs.writeFileSync(file, data); // just written: in the page cache
+  const fd = fs.openSync(file, 'r');
+  tt.teardown(() => fs.closeSync(fd));
+  const buf = Buffer.alloc(70000);
+  const n = preadCached(fd, buf, 1000);
+  // -1 only where the kernel cannot read without waiting (or lacks RWF_NOWAIT).
+  tt.ok(n === -1 || n === buf.length, `a cached range reads whole or not at all (${n})`);
+  if (n === buf.length) tt.ok(buf.equals(data.subarray(1000, 71000)), 'the bytes are the file\'s');
+  const tail = Buffer.alloc(500);
+  const m = preadCached(fd, tail, data.length - 123);
+  tt.ok(m === -1 || m === 123, `short at the end of the file (${m})`);
+  if (m === 123) tt.ok(tail.subarray(0, 123).equals(data.subarray(data.length - 123)), 'the tail bytes');
+  tt.equal(preadCached(fd, Buffer.alloc(10), data.length + 10), n === -1 ? -1 : 0, 'past the end: nothing');
+  tt.throws(() => preadCached(123456, Buffer.alloc(10), 0), { code: 'EBADF' }, 'a bad descriptor is an error, not "not cached"');
+  tt.throws(() => preadCached(fd, 'x' as unknown as Buffer, 0), { code: 'ERR_INVALID_ARG_TYPE' });
 });

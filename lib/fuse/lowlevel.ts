@@ -122,10 +122,12 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         if (!replyOpen(req, fh, { keepCache: true })) vfs.release(fh);
       }),
 
-    read: (req, _ino, size, offset, fh) =>
+    read: (req, ino, size, offset, fh) =>
       run('read', req, async () => {
         // replyBuf hands the bytes to the kernel before it returns.
-        await vfs.read(fh, offset, size, (data) => replyBuf(req, data));
+        const send = (data: Buffer): boolean => replyBuf(req, data);
+        // fh 0: opened by the binding itself (OPENED_BY_BINDING in fuse_ll.c).
+        await (fh === 0 ? vfs.readNode(ino, offset, size, send) : vfs.read(fh, offset, size, send));
       }),
 
     release: (req, _ino, fh) =>

@@ -54,6 +54,7 @@ interface Binding {
   scanDir(path: PathLike): Promise<Buffer>;
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
+  preadCached(fd: number, buf: Uint8Array, offset: number): number;
 }
 
 /** Directory of the snapfs package, found by walking up from this module (it
@@ -262,4 +263,14 @@ function decodeSmallFile(buf: Buffer): SmallFile {
  */
 export function setMmapThreshold(bytes: number): boolean {
   return native().setMmapThreshold(bytes);
+}
+
+/**
+ * Reads into `buf` at `offset` only what the page cache already holds (preadv2 with
+ * RWF_NOWAIT): the bytes read, possibly fewer than asked, or -1 when that would mean
+ * waiting for the disk (or the kernel cannot say). Synchronous, so it costs microseconds
+ * where an fs.read costs a thread-pool round trip.
+ */
+export function preadCached(fd: number, buf: Uint8Array, offset: number): number {
+  return native().preadCached(fd, buf, offset);
 }

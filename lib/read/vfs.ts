@@ -50,6 +50,8 @@ const TYPE_BITS: Record<EntryKind, number> = {
 const BLKSIZE = 128 * 1024;
 const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
+/** Files read concurrently by node (readNode) whose read-ahead state is kept. */
+const NODE_READ_STATES = 64;
 const MASK64 = 0xffffffffffffffffn;
 
 export interface VfsAttr {
@@ -207,6 +209,8 @@ export class Vfs {
   private readonly pinned = new Map<bigint, { node: Node; count: number }>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
+  /** Read state of files opened by the binding itself (see readNode), least recent first. */
+  private readonly nodeReads = new Map<bigint, Handle>();
   private readonly root: Node = { type: 'root', id: ROOT_ID };
   private loadedAt = 0;
   private loading: Promise<void> | undefined;
@@ -691,6 +695,30 @@ export class Vfs {
   async read<T>(fh: number, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
     const h = this.handles.get(fh);
     if (!h) throw new SnapfsError('STALE_HANDLE', `file handle ${fh} is not open`);
+    return this.readFrom(h, offset, length, use);
+  }
+
+  /**
+   * Like read, for a file the FUSE binding opened without asking (snapshot content is
+   * immutable, so an open needs no check and no state): the read state is kept per node,
+   * for the few files read most recently.
+   */
+  async readNode<T>(id: bigint, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
+    let h = this.nodeReads.get(id);
+    if (h) {
+      this.nodeReads.delete(id); // most recently used last
+    } else {
+      const n = this.node(id);
+      if (n.type !== 'entry' || n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
+      this.snapshotLive(n.snap);
+      h = { node: n, file: this.files.open(n.entry), nextOffset: 0, sequential: 0 };
+      if (this.nodeReads.size >= NODE_READ_STATES) this.nodeReads.delete(this.nodeReads.keys().next().value!);
+    }
+    this.nodeReads.set(id, h);
+    return this.readFrom(h, offset, length, use);
+  }
+
+  private readFrom<T>(h: Handle, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
     if (offset === h.nextOffset) h.sequential++;
     else h.sequential = 0;
     h.nextOffset = offset + length;

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { RepoLayout } from './layout.js';
 import { fsyncDir, writeFully } from './files.js';
 import { idToHex } from '../format/blob-id.js';
+import { preadCached } from '../platform/native.js';
 import {
   BLOB_HEADER_BYTES,
   MAX_PACK_BYTES,
@@ -161,6 +162,9 @@ export class PackReader {
     const hex = idToHex(pack);
     const fh = await this.handle(hex);
     const buf = into ?? Buffer.allocUnsafe(length);
+    // Mostly the bytes are cached already (the kernel reads packs ahead): then a
+    // synchronous copy costs microseconds, an fs.read a thread-pool round trip.
+    if (preadCached(fh.fd, buf.subarray(0, length), offset) === length) return buf;
     const { bytesRead } = await fh.read(buf, 0, length, offset);
     if (bytesRead !== length) throw new CorruptDataError(`pack ${hex}: truncated (wanted ${length} bytes at ${offset}, got ${bytesRead})`);
     return buf;

@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -195,4 +196,37 @@ napi_value sn_utimens_nofollow(napi_env env, napi_callback_info info) {
     sn_throw_errno(env, errno, "utimensat", path);
   free(path);
   return NULL;
+}
+
+/* preadCached(fd, buf, offset): fills buf from the page cache only
+ * (preadv2 RWF_NOWAIT), without blocking on the disk. Returns the bytes read
+ * (possibly fewer than asked: the rest is not cached, or EOF), or -1 when
+ * nothing could be read without waiting, or the kernel lacks RWF_NOWAIT.
+ * For a reader that would otherwise pay a thread-pool round trip per small
+ * read of data that is usually cached already. */
+napi_value sn_pread_cached(napi_env env, napi_callback_info info) {
+  napi_value argv[3], res;
+  int64_t fd, offset;
+  const uint8_t *data;
+  size_t len;
+  if (!sn_get_args(env, info, 3, argv, "preadCached") ||
+      !sn_get_int64(env, argv[0], "preadCached: fd", 0, INT_MAX, &fd) ||
+      !sn_get_bytes(env, argv[1], "preadCached: buffer", &data, &len) ||
+      !sn_get_int64(env, argv[2], "preadCached: offset", 0, INT64_MAX, &offset))
+    return NULL;
+  ssize_t n;
+#ifdef RWF_NOWAIT
+  struct iovec iov = {(void *)data, len};
+  do n = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
+    sn_throw_errno(env, errno, "preadv2", NULL);
+    return NULL;
+  }
+  if (n < 0) n = -1;
+#else
+  n = -1;
+#endif
+  SN_CALL(env, napi_create_int64(env, (int64_t)n, &res));
+  return res;
 }
