@@ -10,7 +10,8 @@
         "src/fs.c",
         "src/scandir.c",
         "src/readfile.c",
-        "src/malloc.c"
+        "src/malloc.c",
+        "src/newfile.c"
       ],
       "cflags": ["-O3", "-std=c11", "-Wall", "-Wextra"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, preadCached, projectRoot, setMmapThreshold,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, projectRoot, setMmapThreshold,
   scanDir, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -551,4 +551,45 @@ t.test('preadCached: cached bytes only, never wrong ones', async (tt) => {
   tt.equal(preadCached(fd, Buffer.alloc(10), data.length + 10), n === -1 ? -1 : 0, 'past the end: nothing');
   tt.throws(() => preadCached(123456, Buffer.alloc(10), 0), { code: 'EBADF' }, 'a bad descriptor is an error, not "not cached"');
   tt.throws(() => preadCached(fd, 'x' as unknown as Buffer, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+});
+
+t.test('newFile: appears whole under its name, or not at all', async (tt) => {
+  const dir = join(work, 'newfile');
+  fs.mkdirSync(dir);
+  const dirFd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  tt.teardown(() => fs.closeSync(dirFd));
+  const viaFd = `/proc/self/fd/${dirFd}`; // as restore passes it
+  const a = randomBytes(70000);
+  const b = randomBytes(5000);
+  const size = 1024 * 1024 + 17; // a hole between the parts, and one at the end
+  await newFile(viaFd, 'sparse', {
+    parts: [a, b], offsets: [0, 512 * 1024], size, uid: 1234, gid: 5678, mode: 0o4751,
+    mtimeSec: 1_700_000_000, mtimeNsec: 123_456_789, chown: process.getuid?.() === 0,
+  });
+  const path = join(dir, 'sparse');
+  const st = fs.statSync(path, { bigint: true });
+  tt.equal(Number(st.size), size, 'size');
+  tt.equal(Number(st.mode & 0o7777n), 0o4751, 'mode, setuid kept (set after the owner)');
+  if (process.getuid?.() === 0) tt.same([Number(st.uid), Number(st.gid)], [1234, 5678], 'owner');
+  tt.equal(st.mtimeNs, 1_700_000_000_123_456_789n, 'mtime to the nanosecond');
+  tt.equal(st.atimeNs, st.mtimeNs, 'atime = mtime');
+  const expected = Buffer.alloc(size);
+  a.copy(expected, 0);
+  b.copy(expected, 512 * 1024);
+  tt.ok(fs.readFileSync(path).equals(expected), 'bytes at their offsets, zeros between');
+  tt.ok(Number(st.blocks) * 512 < 200 * 1024, `holes stay holes (${Number(st.blocks) * 512} bytes allocated)`);
+  tt.equal(fs.statSync(path).nlink, 1, 'one name');
+
+  await tt.rejects(newFile(viaFd, 'sparse', { parts: [b], offsets: [0], size: b.length, uid: 0, gid: 0, mode: 0o644, mtimeSec: 0, mtimeNsec: 0, chown: false }),
+    { code: 'EEXIST' }, 'an existing name is never replaced');
+  tt.ok(fs.readFileSync(path).equals(expected), 'and keeps its bytes');
+  fs.symlinkSync('sparse', join(dir, 'link'));
+  await tt.rejects(newFile(viaFd, 'link', { parts: [b], offsets: [0], size: b.length, uid: 0, gid: 0, mode: 0o644, mtimeSec: 0, mtimeNsec: 0, chown: false }),
+    { code: 'EEXIST' }, 'nor written through a symlink of that name');
+  tt.ok(fs.readFileSync(path).equals(expected), 'the symlink\'s target is untouched');
+  tt.throws(() => newFile(viaFd, 'a/b', { parts: [], offsets: [], size: 0, uid: 0, gid: 0, mode: 0o644, mtimeSec: 0, mtimeNsec: 0, chown: false }),
+    { code: 'ERR_INVALID_ARG_VALUE' }, 'a name with a slash is refused');
+  await tt.rejects(newFile(join(dir, 'missing'), 'x', { parts: [], offsets: [], size: 0, uid: 0, gid: 0, mode: 0o644, mtimeSec: 0, mtimeNsec: 0, chown: false }),
+    { code: 'ENOENT' }, 'a missing directory is an error');
+  tt.same(fs.readdirSync(dir).sort(), ['link', 'sparse'], 'failures left nothing behind');
 });

@@ -55,6 +55,8 @@ interface Binding {
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
+  newFile(dir: PathLike, name: PathLike, parts: Uint8Array[], offsets: number[], size: number, uid: number, gid: number,
+    mode: number, mtimeSec: number, mtimeNsec: number, chown: boolean): Promise<void>;
 }
 
 /** Directory of the snapfs package, found by walking up from this module (it
@@ -273,4 +275,29 @@ export function setMmapThreshold(bytes: number): boolean {
  */
 export function preadCached(fd: number, buf: Uint8Array, offset: number): number {
   return native().preadCached(fd, buf, offset);
+}
+
+/** What newFile writes: data at offsets (gaps are holes), then size, owner, mode, times. */
+export interface NewFile {
+  parts: Uint8Array[];
+  offsets: number[];
+  size: number;
+  uid: number;
+  gid: number;
+  /** Permission bits incl. setuid/setgid/sticky. */
+  mode: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Set the owner (needs root). */
+  chown: boolean;
+}
+
+/**
+ * Creates `dir/name` whole, on the thread pool: written as an unnamed file (O_TMPFILE),
+ * finished (size, owner, then mode, then times; atime = mtime) and only then linked in
+ * under its name, which must not exist. A process that dies meanwhile leaves nothing. Fails
+ * with EOPNOTSUPP where the file system cannot make unnamed files.
+ */
+export function newFile(dir: PathLike, name: PathLike, f: NewFile): Promise<void> {
+  return native().newFile(toBuf(dir), toBuf(name), f.parts, f.offsets, f.size, f.uid, f.gid, f.mode, f.mtimeSec, f.mtimeNsec, f.chown);
 }

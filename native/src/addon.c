@@ -16,6 +16,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("readSmallFiles", sn_read_small_files),
       FN("setMmapThreshold", sn_set_mmap_threshold),
       FN("preadCached", sn_pread_cached),
+      FN("newFile", sn_new_file),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0],
                              props) != napi_ok) {
