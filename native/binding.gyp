@@ -11,10 +11,20 @@
         "src/scandir.c",
         "src/readfile.c",
         "src/malloc.c",
-        "src/newfile.c"
+        "src/newfile.c",
+        "src/unzstd.c"
       ],
+      "include_dirs": ["<!(node zstd-sources.cjs include)"],
+      "dependencies": ["zstd_decoder"],
       "cflags": ["-O3", "-std=c11", "-Wall", "-Wextra"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]
+    },
+    {
+      "target_name": "zstd_decoder",
+      "type": "static_library",
+      "sources": ["<!@(node zstd-sources.cjs sources)"],
+      "cflags": ["-O3", "-fPIC", "-fvisibility=hidden"],
+      "defines": ["ZSTD_DISABLE_ASM", "ZSTD_LEGACY_SUPPORT=0", "XXH_NAMESPACE=SNAPFS_ZSTD_"]
     },
     {
       "target_name": "snapfs_fuse",

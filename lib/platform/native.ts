@@ -55,6 +55,7 @@ interface Binding {
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
+  zstdDecompress(frame: Uint8Array, out: Uint8Array): Promise<number>;
   newFile(dir: PathLike, name: PathLike, parts: Uint8Array[], offsets: number[], size: number, uid: number, gid: number,
     mode: number, mtimeSec: number, mtimeNsec: number, chown: boolean): Promise<void>;
 }
@@ -300,4 +301,13 @@ export interface NewFile {
  */
 export function newFile(dir: PathLike, name: PathLike, f: NewFile): Promise<void> {
   return native().newFile(toBuf(dir), toBuf(name), f.parts, f.offsets, f.size, f.uid, f.gid, f.mode, f.mtimeSec, f.mtimeNsec, f.chown);
+}
+
+/**
+ * Decompresses one zstd frame into `out` on the thread pool; resolves to the bytes written.
+ * Neither buffer may be touched until it settles. Rejects with zstd's message on a damaged
+ * frame or one that does not fit.
+ */
+export function zstdDecompress(frame: Uint8Array, out: Uint8Array): Promise<number> {
+  return native().zstdDecompress(frame, out);
 }

@@ -7,7 +7,7 @@ import { BlobHasher, BlobId, idToHex } from '../format/blob-id.js';
 import { BLOB_HEADER_BYTES, BlobType, Compression, decodeBlobHeader } from '../format/pack.js';
 import { BlobIndex, BlobLocation } from './blob-index.js';
 import { PackReader, PackWriter } from './pack-files.js';
-import { CompressionPool, decompressExact } from './compression.js';
+import { CompressionPool, decompressExact, decompressExactAsync } from './compression.js';
 import { RepoLayout } from './layout.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { CorruptDataError, SnapfsError, errnoCode, fromSystemError } from '../errors.js';
@@ -52,10 +52,10 @@ export class BlobReader {
           throw packError(err2, loc.pack);
         }
       }
-      if (!pool) return decodeStoredBlob(this.hasher, id, loc, stored, type);
+      if (!pool) return await decodeStoredBlobAsync(this.hasher, id, loc, stored, type);
       const raw = pool.take(loc.rawLength);
       try {
-        return decodeStoredBlob(this.hasher, id, loc, stored, type, raw);
+        return await decodeStoredBlobAsync(this.hasher, id, loc, stored, type, raw);
       } catch (err) {
         pool.give(raw);
         throw err;
@@ -87,6 +87,24 @@ function packError(err: unknown, pack: Buffer): SnapfsError {
  * Shared by reads, check --read-data and prune's repacking.
  */
 export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType, into?: Buffer): Buffer {
+  const { compressed, body, rawLength, what } = storedBody(id, loc, stored, type);
+  const raw = compressed ? decompressExact(body, rawLength, what, into) : rawBody(body, into);
+  return verified(hasher, id, raw, what);
+}
+
+/** Blobs this big decompress on the thread pool (decodeStoredBlobAsync); smaller ones cost less than the hop. */
+const THREAD_POOL_BYTES = 128 * 1024;
+
+/** decodeStoredBlob, with a big blob decompressed on the thread pool: several at once, beside the caller's thread. */
+export async function decodeStoredBlobAsync(hasher: BlobHasher, id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType, into?: Buffer): Promise<Buffer> {
+  const { compressed, body, rawLength, what } = storedBody(id, loc, stored, type);
+  if (!compressed) return verified(hasher, id, rawBody(body, into), what);
+  const raw = rawLength >= THREAD_POOL_BYTES ? await decompressExactAsync(body, rawLength, what, into) : decompressExact(body, rawLength, what, into);
+  return verified(hasher, id, raw, what);
+}
+
+/** The checked header's facts and the stored bytes after it. */
+function storedBody(id: BlobId, loc: Omit<BlobLocation, 'id'>, stored: Buffer, type?: BlobType): { compressed: boolean; body: Buffer; rawLength: number; what: string } {
   const what = `blob ${idToHex(id)} in pack ${idToHex(loc.pack)}`;
   const header = decodeBlobHeader(stored.subarray(0, BLOB_HEADER_BYTES), loc.offset, what);
   if (!header.id.equals(id) || header.storedLength !== loc.storedLength || header.rawLength !== loc.rawLength) {
@@ -95,10 +113,14 @@ export function decodeStoredBlob(hasher: BlobHasher, id: BlobId, loc: Omit<BlobL
   if (type !== undefined && header.type !== type) throw new CorruptDataError(`${what}: expected type ${type}, found ${header.type}`);
   const body = stored.subarray(BLOB_HEADER_BYTES);
   if (body.length !== header.storedLength) throw new CorruptDataError(`${what}: truncated`);
-  let raw: Buffer;
-  if (header.compression === Compression.Zstd) raw = decompressExact(body, header.rawLength, what, into);
-  else if (into) raw = into.subarray(0, body.copy(into));
-  else raw = body;
+  return { compressed: header.compression === Compression.Zstd, body, rawLength: header.rawLength, what };
+}
+
+function rawBody(body: Buffer, into?: Buffer): Buffer {
+  return into ? into.subarray(0, body.copy(into)) : body;
+}
+
+function verified(hasher: BlobHasher, id: BlobId, raw: Buffer, what: string): Buffer {
   if (!hasher.matches(id, raw)) throw new CorruptDataError(`${what}: content does not match its id`);
   return raw;
 }

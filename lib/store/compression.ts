@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import binding from 'zstd-napi/binding.js';
 import { CorruptDataError } from '../errors.js';
+import { zstdDecompress } from '../platform/native.js';
 
 interface Pending {
   data: Uint8Array;
@@ -205,6 +206,30 @@ const dctx = new binding.DCtx();
  * bytes long) when given, else into a new buffer.
  */
 export function decompressExact(frame: Uint8Array, rawLength: number, what: string, into?: Buffer): Buffer {
+  const out = outputFor(frame, rawLength, what, into);
+  let n: number;
+  try {
+    n = dctx.decompress(out, frame);
+  } catch (err) {
+    throw new CorruptDataError(`${what}: zstd decompression failed (${(err as Error).message})`, { cause: err });
+  }
+  return exactly(out, n, rawLength, what);
+}
+
+/** decompressExact on the thread pool: for big frames, which then decompress side by side. */
+export async function decompressExactAsync(frame: Uint8Array, rawLength: number, what: string, into?: Buffer): Promise<Buffer> {
+  const out = outputFor(frame, rawLength, what, into);
+  let n: number;
+  try {
+    n = await zstdDecompress(frame, out);
+  } catch (err) {
+    throw new CorruptDataError(`${what}: zstd decompression failed (${(err as Error).message})`, { cause: err });
+  }
+  return exactly(out, n, rawLength, what);
+}
+
+/** The output buffer, once the frame's declared size is the expected one. */
+function outputFor(frame: Uint8Array, rawLength: number, what: string, into?: Buffer): Buffer {
   let declared: number | undefined;
   try {
     declared = zstdDeclaredSize(frame);
@@ -218,12 +243,10 @@ export function decompressExact(frame: Uint8Array, rawLength: number, what: stri
   }
   const out = into ?? Buffer.allocUnsafe(rawLength);
   if (out.length !== rawLength) throw new Error(`decompressExact: output buffer of ${out.length} bytes for ${rawLength}`);
-  let n: number;
-  try {
-    n = dctx.decompress(out, frame);
-  } catch (err) {
-    throw new CorruptDataError(`${what}: zstd decompression failed (${(err as Error).message})`, { cause: err });
-  }
+  return out;
+}
+
+function exactly(out: Buffer, n: number, rawLength: number, what: string): Buffer {
   if (n !== rawLength) throw new CorruptDataError(`${what}: decompressed to ${n} bytes, expected ${rawLength}`);
   return out;
 }

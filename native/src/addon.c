@@ -17,6 +17,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setMmapThreshold", sn_set_mmap_threshold),
       FN("preadCached", sn_pread_cached),
       FN("newFile", sn_new_file),
+      FN("zstdDecompress", sn_zstd_decompress),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0],
                              props) != napi_ok) {

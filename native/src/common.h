@@ -76,5 +76,6 @@ napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info);
 napi_value sn_read_small_files(napi_env env, napi_callback_info info);
 napi_value sn_pread_cached(napi_env env, napi_callback_info info);
 napi_value sn_new_file(napi_env env, napi_callback_info info);
+napi_value sn_zstd_decompress(napi_env env, napi_callback_info info);
 
 #endif
