@@ -12,15 +12,16 @@
 // the next snapshot: the walk costs the number of distinct trees, not snapshots x files.
 // Needs no lock: it only reads.
 //
-// The pack checks do not grow with the number of blobs: packs are checked one at a time
-// (one trailer, or with readData one pack, in memory), and what is kept across the whole
-// run is per pack, per damaged blob (16-byte ids in flat tables, see util/id-set) or per
-// distinct intact directory (the same, ~21-43 bytes each).
+// Memory does not grow with the number of blobs: packs are checked one at a time (one
+// trailer, or with readData one pack, in memory), big directories are walked one page at a
+// time, and what is kept across the whole run is per pack, per damaged blob (16-byte ids
+// in flat tables, see util/id-set) or per distinct intact directory (the same, ~21-43
+// bytes each).
 
 import { promises as fs } from 'node:fs';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { BLOB_HEADER_BYTES, BlobType, PackedBlob, decodeBlobHeader, packTrailerEntries, trailerEntry } from '../format/pack.js';
-import { TreeEntry, chunkId, decodeChunkList, decodeTreeNode } from '../format/tree.js';
+import { PageRef, TreeEntry, chunkId, decodeChunkList, decodeTreeNode } from '../format/tree.js';
 import { SnapshotRecord } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
 import { BlobLocation, LocationList, PackInfo } from '../store/blob-index.js';
@@ -110,6 +111,8 @@ interface PackFollowUp {
 class Checker {
   readonly problems: CheckProblem[] = [];
   readonly notes: string[] = [];
+  /** Where problem() puts what it is given (see walkPages). */
+  private sink = this.problems;
   /** Blobs found damaged or unreachable by the pack checks, with why. */
   private readonly badBlobs = new IdMap();
   /** Indexed packs, in index order. */
@@ -130,7 +133,7 @@ class Checker {
   constructor(private readonly repo: Repository, private readonly opts: CheckOptions) {}
 
   problem(p: CheckProblem): void {
-    this.problems.push(p);
+    this.sink.push(p);
   }
 
   // One pack at a time: its trailer against what the index says of each blob it lists,
@@ -322,10 +325,60 @@ class Checker {
   /** Returns whether the whole subtree is intact. */
   private async walkTree(snap: Snap, id: BlobId, dir: Buffer): Promise<boolean> {
     if (this.cleanTrees.has(id)) return true;
-    const entries = await this.readDirectory(snap, id, dir);
-    if (!entries) return false;
-    let clean = entries.clean;
-    for (const e of entries.list) {
+    const node = await this.readTreeBlob(snap, id, dir);
+    if (!node) return false;
+    const clean = node.kind === 'leaf' ? await this.walkEntries(snap, dir, node.entries) : await this.walkPages(snap, id, dir, node.pages);
+    if (clean) this.cleanTrees.add(id);
+    return clean;
+  }
+
+  /**
+   * A big directory, one page at a time (never its whole listing: a million entries held
+   * as objects took ~600 MiB). Problems with the pages themselves are still reported before
+   * those found below them, as when the listing was read first.
+   */
+  private async walkPages(snap: Snap, id: BlobId, dir: Buffer, pages: readonly PageRef[]): Promise<boolean> {
+    const outer = this.sink;
+    const below: CheckProblem[] = [];
+    let clean = true;
+    let prev: Buffer | undefined;
+    try {
+      for (const page of pages) {
+        this.sink = outer;
+        const leaf = await this.readTreeBlob(snap, page.id, dir);
+        if (!leaf) {
+          clean = false;
+          prev = undefined;
+          continue;
+        }
+        let why = leaf.kind !== 'leaf' ? 'is not a leaf page' : '';
+        if (!why && leaf.kind === 'leaf') {
+          try {
+            checkPage(id, page.firstName, page.count, leaf.entries, prev);
+          } catch (err) {
+            why = (err as Error).message.replace(/^tree [0-9a-f]+: /, '');
+          }
+        }
+        if (why || leaf.kind !== 'leaf') {
+          this.problem({ kind: 'tree', snapshot: snap.name, snapshotId: snap.id, path: dir, blob: idToHex(page.id), message: `tree page ${idToHex(page.id)} does not match its index node (${why})` });
+          clean = false;
+          prev = undefined;
+          continue;
+        }
+        prev = leaf.entries[leaf.entries.length - 1]?.name ?? prev;
+        this.sink = below;
+        if (!(await this.walkEntries(snap, dir, leaf.entries))) clean = false;
+      }
+    } finally {
+      this.sink = outer;
+    }
+    for (const p of below) outer.push(p);
+    return clean;
+  }
+
+  private async walkEntries(snap: Snap, dir: Buffer, entries: readonly TreeEntry[]): Promise<boolean> {
+    let clean = true;
+    for (const e of entries) {
       const p = dir.length === 1 ? e.name : Buffer.concat([dir, e.name]);
       if (e.subtree) {
         if (!(await this.walkTree(snap, e.subtree, Buffer.concat([p, Buffer.from('/')])))) clean = false;
@@ -334,43 +387,7 @@ class Checker {
         if (!this.checkFile(snap, e, p)) clean = false;
       }
     }
-    if (clean) this.cleanTrees.add(id);
     return clean;
-  }
-
-  /** A directory's entries (all pages); reports what cannot be read. */
-  private async readDirectory(snap: Snap, id: BlobId, dir: Buffer): Promise<{ list: TreeEntry[]; clean: boolean } | undefined> {
-    const node = await this.readTreeBlob(snap, id, dir);
-    if (!node) return undefined;
-    if (node.kind === 'leaf') return { list: node.entries, clean: true };
-    const list: TreeEntry[] = [];
-    let clean = true;
-    let prev: Buffer | undefined;
-    for (const page of node.pages) {
-      const leaf = await this.readTreeBlob(snap, page.id, dir);
-      if (!leaf) {
-        clean = false;
-        prev = undefined;
-        continue;
-      }
-      let why = leaf.kind !== 'leaf' ? 'is not a leaf page' : '';
-      if (!why && leaf.kind === 'leaf') {
-        try {
-          checkPage(id, page.firstName, page.count, leaf.entries, prev);
-        } catch (err) {
-          why = (err as Error).message.replace(/^tree [0-9a-f]+: /, '');
-        }
-      }
-      if (why || leaf.kind !== 'leaf') {
-        this.problem({ kind: 'tree', snapshot: snap.name, snapshotId: snap.id, path: dir, blob: idToHex(page.id), message: `tree page ${idToHex(page.id)} does not match its index node (${why})` });
-        clean = false;
-        prev = undefined;
-        continue;
-      }
-      prev = leaf.entries[leaf.entries.length - 1]?.name ?? prev;
-      list.push(...leaf.entries);
-    }
-    return { list, clean };
   }
 
   private async readTreeBlob(snap: Snap, id: BlobId, dir: Buffer) {
