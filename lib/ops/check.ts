@@ -185,7 +185,11 @@ class Checker {
         if (this.opts.readData) this.unlistedOf(hex).push(b);
       }
     }
-    for (const [hex, f] of followUp) if (f.keep) await this.checkHeadersWithoutTrailer(hex, this.repo.layout.packFile(hex), f.keep);
+    for (const [hex, f] of followUp) {
+      if (!f.keep) continue;
+      await this.checkHeadersWithoutTrailer(hex, this.repo.layout.packFile(hex), f.keep);
+      if (!this.opts.readData) this.unlisted.delete(hex); // kept only to be read
+    }
   }
 
   private unlistedOf(hex: string): LocationList {
@@ -309,7 +313,11 @@ class Checker {
           this.badBlobs.set(b.id, `corrupt: ${msg}`);
         }
       };
-      if (trailer) this.eachListed(trailer, (t, loc) => loc && loc.pack.equals(p.id) && verify(t, loc));
+      if (trailer) {
+        this.eachListed(trailer, (t, loc) => {
+          if (loc?.pack.equals(p.id)) verify(t, loc);
+        });
+      }
       for (const loc of this.unlisted.get(hex) ?? []) verify(loc, loc);
       if (bad > 0) this.problem({ kind: 'pack', pack: hex, message: `pack ${hex}: ${bad} of ${this.indexed.get(hex) ?? 0} blob(s) fail verification (${first!.msg})` });
       this.opts.onProgress?.({ phase: 'read-data', done: this.bytesRead, total, unit: 'bytes' });
