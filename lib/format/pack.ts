@@ -126,26 +126,55 @@ export function decodeFooter(footer: Buffer, packSize: number, what: string): { 
 }
 
 export function decodeTrailer(entries: Buffer, footer: { count: number; checksum: bigint }, packSize: number, what: string): PackedBlob[] {
-  if (checksum64(entries) !== footer.checksum) throw new CorruptDataError(`${what}: trailer checksum mismatch`);
-  const dataEnd = packSize - entries.length - PACK_FOOTER_BYTES;
-  const r = new BinaryReader(entries, 0, entries.length, what);
+  checkTrailer(entries, footer, packSize, what);
   const blobs: PackedBlob[] = [];
   for (let i = 0; i < footer.count; i++) {
-    const id = Buffer.from(r.bytes(BLOB_ID_BYTES));
-    const type = r.u8();
-    const compression = r.u8();
-    r.u16();
-    const offset = r.u32();
-    const storedLength = r.u32();
-    const rawLength = r.u32();
-    const blob: PackedBlob = { id, type, compression, offset, storedLength, rawLength };
-    checkBlobFields(blob, what);
-    if (offset < PACK_HEADER_BYTES || offset + BLOB_HEADER_BYTES + storedLength > dataEnd) {
-      throw new CorruptDataError(`${what}: trailer entry ${i} points outside the pack`);
-    }
-    blobs.push(blob);
+    const b = trailerEntry(entries, i);
+    b.id = Buffer.from(b.id);
+    blobs.push(b);
   }
   return blobs;
+}
+
+/**
+ * Checks a trailer's entries (checksum, fields, bounds) without decoding them into objects:
+ * a big pack lists hundreds of thousands of blobs, which check then reads one at a time
+ * with trailerEntry.
+ */
+export function checkTrailer(entries: Buffer, footer: { count: number; checksum: bigint }, packSize: number, what: string): void {
+  if (checksum64(entries) !== footer.checksum) throw new CorruptDataError(`${what}: trailer checksum mismatch`);
+  if (entries.length !== footer.count * TRAILER_ENTRY_BYTES) throw new CorruptDataError(`${what}: inconsistent trailer length`);
+  const dataEnd = packSize - entries.length - PACK_FOOTER_BYTES;
+  for (let i = 0; i < footer.count; i++) {
+    const blob = trailerEntry(entries, i);
+    checkBlobFields(blob, what);
+    if (blob.offset < PACK_HEADER_BYTES || blob.offset + BLOB_HEADER_BYTES + blob.storedLength > dataEnd) {
+      throw new CorruptDataError(`${what}: trailer entry ${i} points outside the pack`);
+    }
+  }
+}
+
+/** Entry `i` of a checked trailer; its id is a view into `entries`. */
+export function trailerEntry(entries: Buffer, i: number): PackedBlob {
+  const at = i * TRAILER_ENTRY_BYTES;
+  return {
+    id: entries.subarray(at, at + BLOB_ID_BYTES),
+    type: entries[at + 16]!,
+    compression: entries[at + 17]!,
+    offset: entries.readUInt32LE(at + 20),
+    storedLength: entries.readUInt32LE(at + 24),
+    rawLength: entries.readUInt32LE(at + 28),
+  };
+}
+
+/** The checked trailer entries of a whole pack held in memory (check --read-data). */
+export function packTrailerEntries(pack: Buffer, what: string): { count: number; entries: Buffer } {
+  if (pack.length < PACK_HEADER_BYTES + PACK_FOOTER_BYTES) throw new CorruptDataError(`${what}: too short (${pack.length} bytes)`);
+  decodePackHeader(pack.subarray(0, PACK_HEADER_BYTES), what);
+  const footer = decodeFooter(pack.subarray(pack.length - PACK_FOOTER_BYTES), pack.length, what);
+  const entries = pack.subarray(pack.length - PACK_FOOTER_BYTES - footer.trailerBytes, pack.length - PACK_FOOTER_BYTES);
+  checkTrailer(entries, footer, pack.length, what);
+  return { count: footer.count, entries };
 }
 
 function u32le(v: number): Buffer {

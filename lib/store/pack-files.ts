@@ -17,7 +17,8 @@ import {
   encodeTrailer,
   decodeFooter,
   decodePackHeader,
-  decodeTrailer,
+  checkTrailer,
+  trailerEntry,
   PACK_FOOTER_BYTES,
   PACK_HEADER_BYTES,
 } from '../format/pack.js';
@@ -187,6 +188,21 @@ export class PackReader {
 
 /** Reads and checks a pack's trailer: the list of blobs it holds. */
 export async function readPackTrailer(file: string): Promise<{ size: number; blobs: PackedBlob[] }> {
+  const { size, count, entries } = await readPackTrailerEntries(file);
+  const blobs: PackedBlob[] = [];
+  for (let i = 0; i < count; i++) {
+    const b = trailerEntry(entries, i);
+    b.id = Buffer.from(b.id);
+    blobs.push(b);
+  }
+  return { size, blobs };
+}
+
+/**
+ * Reads and checks a pack's trailer, kept encoded (32 bytes a blob; read entries with
+ * trailerEntry): what check uses, where an object per blob made it O(blobs) in memory.
+ */
+export async function readPackTrailerEntries(file: string): Promise<{ size: number; count: number; entries: Buffer }> {
   const what = `pack ${file}`;
   let fh: fs.FileHandle;
   try {
@@ -205,7 +221,8 @@ export async function readPackTrailer(file: string): Promise<{ size: number; blo
     const footer = decodeFooter(footerBuf, size, what);
     const entries = Buffer.alloc(footer.trailerBytes);
     await fh.read(entries, 0, footer.trailerBytes, size - PACK_FOOTER_BYTES - footer.trailerBytes);
-    return { size, blobs: decodeTrailer(entries, footer, size, what) };
+    checkTrailer(entries, footer, size, what);
+    return { size, count: footer.count, entries };
   } finally {
     await fh.close();
   }
