@@ -13,19 +13,21 @@
 // number (st_ino) follows the metadata rules instead and is deliberately shared: a
 // directory has the same st_ino in every snapshot, an unchanged file too (see docs/mount.md).
 //
-// Memory stays bounded: nodes live in a byte-bounded LRU (a node the kernel still holds
-// can be pinned with ref/forget; the path-based fuse adapter simply resolves the path
-// again), trees are decoded lazily into TreeReader's bounded cache, file chunks into
-// FileReader's, and big directories are read page by page.
+// Memory stays bounded: nodes live in a byte-bounded LRU, trees are decoded lazily into
+// TreeReader's bounded cache, file chunks into FileReader's, and big directories are read
+// page by page. A node the kernel still holds (ref/forget, for an inode-based binding) is
+// kept as (snapshot, path) only, in a PinTable, and rebuilt from the trees when it has
+// left the LRU; the path-based fuse adapter simply resolves the path again.
 
 import xxhash from '@node-rs/xxhash';
 import { Repository } from '../store/repository.js';
 import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
 import { EntryKind, TreeEntry } from '../format/tree.js';
 import { BlobId, idFromHex } from '../format/blob-id.js';
-import { TreeReader } from '../tree/tree-reader.js';
+import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader, OpenFile } from './file-reader.js';
 import { ByteLru } from '../util/lru.js';
+import { PinTable } from './pin-table.js';
 import { SnapfsError } from '../errors.js';
 
 export const ROOT_ID = 1n;
@@ -204,7 +206,13 @@ export class Vfs {
   private readonly trees: TreeReader;
   private readonly files: FileReader;
   private readonly nodes: ByteLru<bigint, Node>;
+  /** Held synthetic nodes (few): whole. */
   private readonly pinned = new Map<bigint, { node: Node; count: number }>();
+  /** Held snapshot content (up to millions): (snapshot number, path) only. */
+  private readonly pins = new PinTable();
+  /** Snapshots by PinTable snapshot number, and back; only ever grows (a few per snapshot seen). */
+  private readonly pinSnaps: SnapshotRecord[] = [];
+  private readonly pinSnapNumbers = new Map<string, number>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   private readonly root: Node = { type: 'root', id: ROOT_ID };
@@ -319,10 +327,41 @@ export class Vfs {
 
   // --- nodes -----------------------------------------------------------------------
 
-  private node(id: bigint): Node {
+  /** A node in memory (the root, a held synthetic node or one in the LRU), or undefined. */
+  private cachedNode(id: bigint): Node | undefined {
     if (id === ROOT_ID) return this.root;
-    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    if (!n) throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+    return this.pinned.get(id)?.node ?? this.nodes.get(id);
+  }
+
+  /** A node by id: from memory, or rebuilt from the trees when the kernel holds it. */
+  private async node(id: bigint): Promise<Node> {
+    const n = this.cachedNode(id);
+    if (n) return n;
+    const held = this.pins.get(id);
+    if (!held) throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+    return this.rebuild(id, this.pinSnaps[held.snap]!, held.path);
+  }
+
+  /**
+   * The entry node of `path` in `snap`, found again through the trees (one lookup in the
+   * parent directory when that is still cached, else one per component). The same
+   * snapshot and path give the same node: trees never change.
+   */
+  private async rebuild(id: bigint, snap: SnapshotRecord, path: Buffer): Promise<Node & { type: 'entry' }> {
+    this.snapshotLive(snap);
+    const slash = path.lastIndexOf(0x2f);
+    const parentPath = slash < 0 ? EMPTY : path.subarray(0, slash);
+    const name = path.subarray(slash + 1);
+    let dirId: BlobId | undefined;
+    if (parentPath.length) {
+      const parent = this.nodes.get(nodeIdOf(['entry', snap.id, parentPath]));
+      if (parent?.type === 'entry' && parent.snap.id === snap.id && parent.entry.subtree) dirId = parent.entry.subtree;
+      else dirId = (await this.trees.resolve(idFromHex(snap.root), pathComponents(parentPath), parentPath.toString('utf8'))).dirId;
+    } else dirId = idFromHex(snap.root);
+    const entry = dirId && (await this.trees.lookup(dirId, name));
+    if (!entry) throw new SnapfsError('STALE_HANDLE', `${path.toString('utf8')}: held by the kernel but no longer found in its snapshot`);
+    const n = this.entryNode(snap, parentPath, entry, inoOf(['dir', snap.source, parentPath]));
+    if (n.id !== id) throw new SnapfsError('STALE_HANDLE', `node ${id}: rebuilt as another node`);
     return n;
   }
 
@@ -335,13 +374,18 @@ export class Vfs {
    */
   isSnapshotContent(id: bigint): boolean {
     if (id === ROOT_ID) return false;
-    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    return n !== undefined && n.type === 'entry';
+    const n = this.cachedNode(id);
+    return n !== undefined ? n.type === 'entry' : this.pins.has(id);
   }
 
-  /** Whether a node id is still in the table (a path-based caller then uses it again). */
+  /** Whether a node id is still known (a path-based caller then uses it again). */
   known(id: bigint): boolean {
-    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined;
+    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined || this.pins.has(id);
+  }
+
+  /** Nodes the kernel holds, and the bytes their records take (for the memory log line). */
+  get held(): { nodes: number; bytes: number } {
+    return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes };
   }
 
   private remember<N extends Node>(n: N): N {
@@ -350,22 +394,44 @@ export class Vfs {
     return n;
   }
 
-  /** Keeps a node in memory until forget (a kernel reference, for an inode-based binding). */
+  /**
+   * Keeps a node known until forget (a kernel reference, for an inode-based binding): call
+   * it right after the lookup that returned `id`, while the node is certainly cached.
+   */
   ref(id: bigint): void {
     if (id === ROOT_ID) return;
     const p = this.pinned.get(id);
-    if (p) p.count++;
-    else this.pinned.set(id, { node: this.node(id), count: 1 });
+    if (p) {
+      p.count++;
+      return;
+    }
+    const n = this.nodes.get(id);
+    if (n?.type === 'entry') this.pins.add(id, this.pinSnapNumber(n.snap), n.path);
+    else if (n) this.pinned.set(id, { node: n, count: 1 });
+    else if (this.pins.has(id)) this.pins.add(id, 0, EMPTY);
+    else throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
   }
 
   forget(id: bigint, count = 1): void {
     const p = this.pinned.get(id);
-    if (!p) return;
+    if (!p) {
+      this.pins.release(id, count);
+      return;
+    }
     p.count -= count;
     if (p.count <= 0) {
       this.pinned.delete(id);
       this.remember(p.node);
     }
+  }
+
+  private pinSnapNumber(snap: SnapshotRecord): number {
+    let k = this.pinSnapNumbers.get(snap.id);
+    if (k === undefined) {
+      k = this.pinSnaps.push(snap) - 1;
+      this.pinSnapNumbers.set(snap.id, k);
+    }
+    return k;
   }
 
   private snapshotLive(snap: SnapshotRecord): void {
@@ -384,14 +450,14 @@ export class Vfs {
 
   private snapshotNode(snap: SnapshotRecord): Node & { type: 'snapshot' } {
     const id = nodeIdOf(['snapshot', snap.id]);
-    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const known = this.cachedNode(id);
     if (known && known.type === 'snapshot' && known.snap.id === snap.id) return known;
     return this.remember({ type: 'snapshot', id, snap });
   }
 
   private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
     const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
-    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const known = this.nodes.get(id);
     if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
     const own = detachEntry(parentPath, entry);
     return this.remember({ type: 'entry', id, snap, path: own.path, entry: own.entry, attr: this.entryAttr(snap, own.path, own.entry), parentIno });
@@ -529,24 +595,24 @@ export class Vfs {
    * change); undefined when they need work (synthetic nodes, an unknown node...).
    */
   cachedAttr(id: bigint): VfsAttr | undefined {
-    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const n = id === ROOT_ID ? undefined : this.cachedNode(id);
     if (!n || (n.type !== 'entry' && n.type !== 'snapshot') || !this.state.ids.has(n.snap.id)) return undefined;
     return n.attr;
   }
 
   /** Stored user.* xattrs without waiting, like cachedAttr; undefined when not at hand. */
   cachedXattrs(id: bigint): Array<[Buffer, Buffer]> | undefined {
-    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const n = id === ROOT_ID ? undefined : this.cachedNode(id);
     if (!n || !this.state.ids.has(n.type === 'entry' || n.type === 'snapshot' ? n.snap.id : '')) return undefined;
     return this.xattrsOf(n);
   }
 
   async getattr(id: bigint): Promise<VfsAttr> {
-    return this.attrOf(this.node(id));
+    return this.attrOf(await this.node(id));
   }
 
   async lookup(parentId: bigint, name: Buffer): Promise<VfsEntry> {
-    const parent = this.node(parentId);
+    const parent = await this.node(parentId);
     switch (parent.type) {
       case 'root':
       case 'source': {
@@ -600,7 +666,7 @@ export class Vfs {
    * Returns at most `max` entries; a big directory is read one tree page at a time.
    */
   async readdir(id: bigint, offset = 0, max = 4096): Promise<VfsDirPage> {
-    const n = this.node(id);
+    const n = await this.node(id);
     const out: VfsDirEntry[] = [];
     const self = await this.attrOf(n);
     let pos = offset;
@@ -657,7 +723,7 @@ export class Vfs {
   }
 
   async readlink(id: bigint): Promise<Buffer> {
-    const n = this.node(id);
+    const n = await this.node(id);
     if (n.type === 'last') {
       await this.fresh();
       return Buffer.from(this.lastOf(n.source).name);
@@ -671,7 +737,7 @@ export class Vfs {
 
   /** Opens a regular file for reading; returns a handle number (> 0). */
   async open(id: bigint, flags = 0): Promise<number> {
-    const n = this.node(id);
+    const n = await this.node(id);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new SnapfsError('READ_ONLY', 'the snapshot file system is read-only');
     if (n.type !== 'entry') throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
     this.snapshotLive(n.snap);
@@ -727,12 +793,12 @@ export class Vfs {
   }
 
   async listxattr(id: bigint): Promise<Buffer[]> {
-    return this.xattrsOf(this.node(id)).map(([k]) => k);
+    return this.xattrsOf(await this.node(id)).map(([k]) => k);
   }
 
   /** The value, or undefined when the entry has no such attribute. */
   async getxattr(id: bigint, name: Buffer): Promise<Buffer | undefined> {
-    return this.xattrsOf(this.node(id)).find(([k]) => k.equals(name))?.[1];
+    return this.xattrsOf(await this.node(id)).find(([k]) => k.equals(name))?.[1];
   }
 }
 
