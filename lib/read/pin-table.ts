@@ -60,8 +60,11 @@ export class PinTable {
     return { snap: this.snaps[r]!, path: Buffer.from(this.arena.subarray(off, off + this.lens[r]!)) };
   }
 
-  /** Adds `n` references to `id`, recording (snap, path) when it is new. */
-  add(id: bigint, snap: number, path: Buffer, n = 1): void {
+  /**
+   * Adds `n` references to `id`, recording (snap, path) when it is new; a path given as
+   * [parent, name] is stored as parent/name (name alone under an empty parent).
+   */
+  add(id: bigint, snap: number, path: Buffer | [Buffer, Buffer], n = 1): void {
     const lo = lo32(id);
     const hi = hi32(id);
     const found = this.find(lo, hi);
@@ -78,7 +81,7 @@ export class PinTable {
     this.counts[r] = Math.min(MAX_COUNT, n);
     this.snaps[r] = snap;
     this.offs[r] = off;
-    this.lens[r] = path.length;
+    this.lens[r] = pathLength(path);
     let s = this.home(lo, hi);
     while (this.index[s] !== 0) s = (s + 1) & (this.index.length - 1);
     this.index[s] = r + 1;
@@ -202,17 +205,26 @@ export class PinTable {
 
   // --- arena ---------------------------------------------------------------------------
 
-  private store(path: Buffer): number {
-    if (this.arenaUsed + path.length > this.arena.length) {
+  private store(path: Buffer | [Buffer, Buffer]): number {
+    const len = pathLength(path);
+    if (this.arenaUsed + len > this.arena.length) {
       const live = this.arenaUsed - this.arenaDead;
       let size = this.arena.length;
-      while (live + path.length > size * 0.75) size *= 2;
+      while (live + len > size * 0.75) size *= 2;
       if (size > MAX_ARENA) throw new SnapfsError('IO_ERROR', 'too many nodes held by the kernel (path arena full)');
       this.compact(size);
     }
     const off = this.arenaUsed;
-    path.copy(this.arena, off);
-    this.arenaUsed += path.length;
+    if (Buffer.isBuffer(path)) path.copy(this.arena, off);
+    else {
+      let at = off;
+      if (path[0].length) {
+        at += path[0].copy(this.arena, at);
+        this.arena[at++] = 0x2f;
+      }
+      path[1].copy(this.arena, at);
+    }
+    this.arenaUsed += len;
     return off;
   }
 
@@ -232,6 +244,11 @@ export class PinTable {
     this.arenaUsed = at;
     this.arenaDead = 0;
   }
+}
+
+function pathLength(p: Buffer | [Buffer, Buffer]): number {
+  if (Buffer.isBuffer(p)) return p.length;
+  return p[0].length ? p[0].length + 1 + p[1].length : p[1].length;
 }
 
 function lo32(id: bigint): number {

@@ -84,6 +84,8 @@ export interface VfsDirEntry {
   ino: bigint;
   /** File type bits (S_IFMT part of st_mode). */
   type: number;
+  /** With readdir's `nodes`, for snapshot content: what lookup(dir, name) gives (it never changes). */
+  node?: VfsEntry & { noXattrs: boolean };
 }
 
 export interface VfsDirPage {
@@ -213,6 +215,7 @@ export class Vfs {
   /** Snapshots by PinTable snapshot number, and back; only ever grows (a few per snapshot seen). */
   private readonly pinSnaps: SnapshotRecord[] = [];
   private readonly pinSnapNumbers = new Map<string, number>();
+  private childRefs = 0;
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   private readonly root: Node = { type: 'root', id: ROOT_ID };
@@ -383,9 +386,12 @@ export class Vfs {
     return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined || this.pins.has(id);
   }
 
-  /** Nodes the kernel holds, and the bytes their records take (for the memory log line). */
-  get held(): { nodes: number; bytes: number } {
-    return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes };
+  /**
+   * Nodes the kernel holds, the bytes their records take, and how many references came
+   * from lookups a binding answered itself (refChild), for the memory log line.
+   */
+  get held(): { nodes: number; bytes: number; fromListings: number } {
+    return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes, fromListings: this.childRefs };
   }
 
   private remember<N extends Node>(n: N): N {
@@ -410,6 +416,29 @@ export class Vfs {
     else if (n) this.pinned.set(id, { node: n, count: 1 });
     else if (this.pins.has(id)) this.pins.add(id, 0, EMPTY);
     else throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+  }
+
+  /**
+   * Like ref, for a node a binding found itself as `name` in directory `parentId` (from
+   * a readdir entry's `node`): the kernel holds the parent, so it is known.
+   */
+  refChild(parentId: bigint, name: Buffer, id: bigint): void {
+    const parent = this.cachedNode(parentId);
+    let snap: SnapshotRecord;
+    let parentPath: Buffer;
+    if (parent?.type === 'entry' || parent?.type === 'snapshot') {
+      snap = parent.snap;
+      parentPath = parent.type === 'entry' ? parent.path : EMPTY;
+    } else {
+      const held = this.pins.get(parentId);
+      if (!held) throw new SnapfsError('STALE_HANDLE', `node ${parentId} is no longer known; cannot hold its child`);
+      snap = this.pinSnaps[held.snap]!;
+      parentPath = held.path;
+    }
+    const path: [Buffer, Buffer] = [parentPath, name];
+    if (nodeIdOf(['entry', snap.id, path]) !== id) throw new SnapfsError('STALE_HANDLE', `node ${id} is not ${name.toString('utf8')} in node ${parentId}`);
+    this.pins.add(id, this.pinSnapNumber(snap), path);
+    this.childRefs++;
   }
 
   forget(id: bigint, count = 1): void {
@@ -479,7 +508,7 @@ export class Vfs {
     return inoOf(['file', snap.source, path, since]);
   }
 
-  private entryAttr(snap: SnapshotRecord, path: Buffer, e: TreeEntry): VfsAttr {
+  private entryAttr(snap: SnapshotRecord, path: PathRef, e: TreeEntry): VfsAttr {
     return {
       ino: this.entryIno(snap, path, e),
       mode: TYPE_BITS[e.kind] | e.mode,
@@ -665,7 +694,7 @@ export class Vfs {
    * Entries from `offset` on: 0 is ".", 1 is "..", then the children in name order.
    * Returns at most `max` entries; a big directory is read one tree page at a time.
    */
-  async readdir(id: bigint, offset = 0, max = 4096): Promise<VfsDirPage> {
+  async readdir(id: bigint, offset = 0, max = 4096, opts: { nodes?: boolean } = {}): Promise<VfsDirPage> {
     const n = await this.node(id);
     const out: VfsDirEntry[] = [];
     const self = await this.attrOf(n);
@@ -699,7 +728,13 @@ export class Vfs {
         more = true;
         break;
       }
-      out.push({ name: e.name, ino: this.entryIno(n.snap, [parentPath, e.name], e), type: TYPE_BITS[e.kind] });
+      const path: PathRef = [parentPath, e.name];
+      if (opts.nodes) {
+        // The same id and attributes a lookup would give, without building the node.
+        const attr = this.entryAttr(n.snap, path, e);
+        const node = { id: nodeIdOf(['entry', n.snap.id, path]), attr, noXattrs: !e.xattrs?.some(shownXattr) };
+        out.push({ name: e.name, ino: attr.ino, type: TYPE_BITS[e.kind], node });
+      } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;
     }
     return { entries: out, next: more ? pos : undefined };
@@ -789,7 +824,7 @@ export class Vfs {
   private xattrsOf(n: Node): Array<[Buffer, Buffer]> {
     if (n.type !== 'entry') return [];
     this.snapshotLive(n.snap);
-    return (n.entry.xattrs ?? []).filter(([k]) => XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p)));
+    return (n.entry.xattrs ?? []).filter(shownXattr);
   }
 
   async listxattr(id: bigint): Promise<Buffer[]> {
@@ -806,6 +841,10 @@ const EMPTY = Buffer.alloc(0);
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
+
+function shownXattr([k]: [Buffer, Buffer]): boolean {
+  return XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p));
+}
 
 /** Whether `path` is parent + '/' + name (just name at a snapshot's root). */
 function isChildPath(path: Buffer, parent: Buffer, name: Buffer): boolean {
