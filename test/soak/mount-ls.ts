@@ -2,7 +2,8 @@
 // process's peak RSS: the figure bigdir.ts cannot give without a backup first.
 //   node dist/test/soak/mount-ls.js REPO DIR-IN-MOUNT [MOUNTPOINT] [-- extra mount args]
 // e.g. node dist/test/soak/mount-ls.js /var/tmp/snapfs-bigdir/repo mail/last/INBOX/cur
-// The mount is served by a child process and always unmounted at the end.
+// The mount is served by a child process and always unmounted at the end. LS_FLAGS
+// replaces -l (e.g. LS_FLAGS=-f for a plain listing).
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -25,7 +26,7 @@ async function statusKiB(pid: number, key: string): Promise<number> {
   return Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? -1);
 }
 
-export async function mountLs(repo: string, dirInMount: string, mnt: string, extra: string[] = [], log: (s: string) => void = () => undefined): Promise<LsResult> {
+export async function mountLs(repo: string, dirInMount: string, mnt: string, extra: string[] = [], log: (s: string) => void = () => undefined, flags = '-l'): Promise<LsResult> {
   await fsp.mkdir(mnt, { recursive: true });
   // SNAPFS_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=DIR"): node options for the
   // serving process only (NODE_OPTIONS refuses --cpu-prof).
@@ -49,8 +50,8 @@ export async function mountLs(repo: string, dirInMount: string, mnt: string, ext
     const pid = server.pid!;
     const before = await statusKiB(pid, 'VmHWM');
     const d = join(mnt, dirInMount);
-    const r = await measured('mount: ls -l | wc -l', '/bin/sh', ['-c', `ls -l "${d}" | wc -l`]);
-    if (r.code !== 0) throw new Error(`ls -l failed: ${r.stderr.slice(0, 300)}`);
+    const r = await measured(`mount: ls ${flags} | wc -l`, '/bin/sh', ['-c', `ls ${flags} "${d}" | wc -l`]);
+    if (r.code !== 0) throw new Error(`ls ${flags} failed: ${r.stderr.slice(0, 300)}`);
     const res = {
       seconds: r.seconds,
       lines: Number(r.stdout.trim()),
@@ -58,7 +59,7 @@ export async function mountLs(repo: string, dirInMount: string, mnt: string, ext
       serverEndMiB: Math.round((await statusKiB(pid, 'VmRSS')) / 1024),
       serverBeforeMiB: Math.round(before / 1024),
     };
-    log(`ls -l: ${res.seconds.toFixed(1)} s, ${res.lines} lines, server peak RSS ${res.serverPeakMiB} MiB (before ${res.serverBeforeMiB}, at the end ${res.serverEndMiB})`);
+    log(`ls ${flags}: ${res.seconds.toFixed(1)} s, ${res.lines} lines, server peak RSS ${res.serverPeakMiB} MiB (before ${res.serverBeforeMiB}, at the end ${res.serverEndMiB})`);
     return res;
   } finally {
     server.kill('SIGTERM');
@@ -78,6 +79,6 @@ if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).
     process.exit(2);
   }
   const mnt = mntArg ?? (await fsp.mkdtemp(join(tmpdir(), 'snapfs-mount-ls-')));
-  const r = await mountLs(repo, dir, mnt, extra, (s) => console.log(s));
+  const r = await mountLs(repo, dir, mnt, extra, (s) => console.log(s), process.env.LS_FLAGS ?? '-l');
   console.log(JSON.stringify(r));
 }
