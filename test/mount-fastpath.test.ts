@@ -91,4 +91,19 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   t.ok(changed && changedMs < 2000, `the source dir's attributes changed within 2 s (${changedMs} ms)`);
   t.equal(await fs.readFile(path.join(last, 'new-file'), 'utf8'), 'new\n', 'last/ shows the new snapshot');
   t.same(await statAll(dated, 'never'), reference, 'the first snapshot still stats the same');
+  await m.stop();
+
+  // Lookups answered by the binding from a listing: once a lookup in a directory reached
+  // JS, its readdir replies carry each name's node, and the lookups that follow (ls -l,
+  // find | stat) never reach JS. Same answers; and JS still knows every node the kernel
+  // got that way (reading a file opens it by node id, rebuilt from the trees).
+  m = await mountForeground(t, repo, mnt);
+  await runProcess('sh', ['-c', `cd "$1" && find . -type d -print0 | xargs -0 -n1 sh -c 'for f in "$1"/* "$1"/.[!.]*; do if [ -e "$f" ] || [ -L "$f" ]; then stat "$f" >/dev/null; break; fi; done' sh`, 'sh', dated]);
+  t.same(await statAll(dated, 'default'), reference, 'stat after lookups answered from listings is JS\'s answer');
+  t.same(await statAll(dated, 'never'), reference, 'forced getattr after them too');
+  const sums = async (dir: string): Promise<string> =>
+    (await runProcess('sh', ['-c', 'cd "$1" && find . -type f -print0 | xargs -0 md5sum | sort', 'sh', dir])).stdout;
+  const expected = (await sums(src)).split('\n').filter((l) => !l.endsWith('./new-file')).join('\n'); // added after `dated`
+  t.ok(expected.split('\n').length > 20, 'files to read');
+  t.equal(await sums(dated), expected, 'every file reads back (opened by node ids JS learned from the binding)');
 });

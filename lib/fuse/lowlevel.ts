@@ -9,6 +9,9 @@
 // waking this one (ReplyCaching): the attributes of snapshot content (immutable, and a
 // node id is a hash of (snapshot id, path), so an id never comes to name anything else;
 // no id is reused after forget), which nodes have no xattrs, and symlink targets.
+// And lookups: once a lookup in a directory of snapshot content came here, its further
+// readdir replies carry each name's node, so the `ls -l`-style lookups that follow a
+// listing are answered by the binding and only reported here (ref), in batches.
 
 import os from 'node:os';
 import { Vfs, VfsAttr } from '../read/vfs.js';
@@ -30,6 +33,12 @@ import {
   replyXattrSize,
 } from '../platform/libfuse.js';
 import { errnoOf, isWorthLogging } from './errno.js';
+
+/**
+ * Directories remembered as "looked up in after a listing", whose readdir replies then
+ * carry nodes; beyond this many the set starts over (a plain listing stays plain).
+ */
+const LISTED_LOOKUP_DIRS = 1024;
 
 /** Seconds the kernel may cache immutable snapshot content (attributes, names, negatives). */
 export const CONTENT_TIMEOUT_S = 3600;
@@ -73,6 +82,9 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   const reuse = opts.replyCaching ?? true;
   const caching = (id: bigint): ReplyCaching =>
     reuse ? { immutable: vfs.isSnapshotContent(id), noXattrs: vfs.cachedXattrs(id)?.length === 0 } : {};
+  // Directories of content where lookups reached us: `find`, `ls -f` and other plain
+  // listings never look up, so they do not pay for nodes they would not use.
+  const lookedUpIn = new Set<bigint>();
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
   const run = (op: string, req: FuseRequest, fn: () => Promise<void>): Promise<void> =>
@@ -97,12 +109,25 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
           throw err;
         }
         const t = timeout(found.id);
+        if (reuse && t === CONTENT_TIMEOUT_S && !lookedUpIn.has(parent)) {
+          if (lookedUpIn.size >= LISTED_LOOKUP_DIRS) lookedUpIn.clear();
+          lookedUpIn.add(parent);
+        }
         vfs.ref(found.id);
         const taken = replyEntry(req, { ino: found.id, attr: toFuseAttr(found.attr), attrTimeout: t, entryTimeout: t, ...caching(found.id) });
         if (!taken) vfs.forget(found.id, 1); // interrupted: the kernel holds no reference
       }),
 
     forget: (ino, nlookup) => vfs.forget(ino, nlookup),
+
+    ref: (ino, parent, name) => {
+      try {
+        vfs.refChild(parent, name, ino);
+      } catch (err) {
+        // Cannot happen while the kernel holds the parent; requests for ino would fail.
+        opts.log?.(`ref: ${(err as Error).message}`);
+      }
+    },
 
     getattr: (req, ino) =>
       run('getattr', req, async () => {
@@ -139,11 +164,18 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     readdir: (req, ino, size, offset) =>
       run('readdir', req, async () => {
         // A dirent takes at least 32 bytes: never fetch more than can be sent.
-        const page = await vfs.readdir(ino, offset, Math.max(1, Math.floor(size / 32)));
+        const nodes = reuse && lookedUpIn.has(ino);
+        const page = await vfs.readdir(ino, offset, Math.max(1, Math.floor(size / 32)), { nodes });
         replyDirents(
           req,
           size,
-          page.entries.map((e, i) => ({ name: e.name, ino: e.ino, mode: e.type, nextOffset: offset + i + 1 })),
+          page.entries.map((e, i) => ({
+            name: e.name,
+            ino: e.ino,
+            mode: e.type,
+            nextOffset: offset + i + 1,
+            node: e.node && { ino: e.node.id, attr: toFuseAttr(e.node.attr), timeout: CONTENT_TIMEOUT_S, noXattrs: e.node.noXattrs },
+          })),
         );
       }),
 

@@ -29,7 +29,9 @@
  * the event loop, whatever the replies allow (see ReplyCaching,
  * replyReadlink's reuseSec and MountConfig.xattrNamespaces): getattr of
  * immutable nodes, readlink, and getxattr/listxattr that can only be ENODATA
- * or empty. FuseSession.dropCached() takes those answers back.
+ * or empty; with a `ref` handler, lookups of names a readdir reply listed
+ * with their node (FuseDirent.node). FuseSession.dropCached() takes those
+ * answers back.
  */
 import { createRequire } from 'node:module';
 import { readdirSync, statSync } from 'node:fs';
@@ -101,6 +103,12 @@ export interface FuseDirent {
   mode: number;
   /** Offset of the entry AFTER this one: the kernel passes it back to continue. Must be > 0. */
   nextOffset: number;
+  /**
+   * What a lookup of this name answers, when that never changes (immutable content):
+   * the binding then answers such lookups itself and tells handlers.ref (which must
+   * exist, else this is ignored). Timeout applies to the entry and the attributes.
+   */
+  node?: { ino: bigint; attr: FuseAttr; timeout: number; noXattrs?: boolean };
 }
 
 export interface FuseStatfs {
@@ -135,6 +143,12 @@ export interface LowLevelHandlers {
   lookup(req: FuseRequest, parent: bigint, name: Buffer): Result;
   /** The kernel dropped nlookup references to ino. Nothing to reply. */
   forget?(ino: bigint, nlookup: number): void;
+  /**
+   * The binding answered a lookup of `name` in `parent` itself, from a FuseDirent.node
+   * of a readdir reply: the kernel holds one more reference to ino (given back via
+   * forget). Always called before any request about ino and before its forget.
+   */
+  ref?(ino: bigint, parent: bigint, name: Buffer): void;
   /** Reply: replyAttr. Also answers an atime-only setattr. */
   getattr(req: FuseRequest, ino: bigint): Result;
   /** Reply: replyReadlink. Absent: ENOSYS. */
@@ -218,7 +232,7 @@ interface Binding {
   replyBuf(req: FuseRequest, data: Uint8Array): boolean;
   replyXattrSize(req: FuseRequest, size: number): boolean;
   replyStatfs(req: FuseRequest, s: FuseStatfs): boolean;
-  replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[]): number;
+  replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[], nodes: Uint8Array | null): number;
 }
 
 let binding: Binding | undefined;
@@ -258,7 +272,7 @@ export function loadLibfuse(first?: string): string {
 
 const OP = {
   LOOKUP: 0, FORGET: 1, GETATTR: 2, READLINK: 3, OPEN: 4, READ: 5, RELEASE: 6, OPENDIR: 7,
-  READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, CLOSED: 31,
+  READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, REF: 14, CLOSED: 31,
 } as const;
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(
@@ -268,7 +282,7 @@ const OPTIONAL: Array<[keyof LowLevelHandlers, number]> = [
   ['forget', OP.FORGET], ['readlink', OP.READLINK], ['open', OP.OPEN], ['read', OP.READ],
   ['release', OP.RELEASE], ['opendir', OP.OPENDIR], ['readdir', OP.READDIR],
   ['releasedir', OP.RELEASEDIR], ['statfs', OP.STATFS], ['getxattr', OP.GETXATTR],
-  ['listxattr', OP.LISTXATTR], ['access', OP.ACCESS],
+  ['listxattr', OP.LISTXATTR], ['access', OP.ACCESS], ['ref', OP.REF],
 ];
 
 /** High-level (fuse.c) options that libfuse's low-level API rejects, and what to do instead. */
@@ -379,12 +393,22 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
   };
 
   const h = handlers;
+  /** `count` records of node u64, parent u64, name length u32, name (see fuse_ll.c). */
+  const refs = (count: bigint, buf: Buffer): void => {
+    let at = 0;
+    for (let i = 0n; i < count && at + 20 <= buf.length; i++) {
+      const len = buf.readUInt32LE(at + 16);
+      h.ref!(buf.readBigUInt64LE(at), buf.readBigUInt64LE(at + 8), buf.subarray(at + 20, at + 20 + len));
+      at += 20 + len;
+    }
+  };
   const dispatch = (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown): void => {
     let r: Result;
     try {
       switch (op) {
         case OP.LOOKUP: r = h.lookup(req!, ino, x as Buffer); break;
         case OP.FORGET: h.forget?.(ino, x as number); return;
+        case OP.REF: refs(ino, x as Buffer); return;
         case OP.GETATTR: r = h.getattr(req!, ino); break;
         case OP.READLINK: r = h.readlink!(req!, ino); break;
         case OP.OPEN: r = h.open!(req!, ino, x as number); break;
@@ -527,5 +551,34 @@ export function replyStatfs(req: FuseRequest, s: FuseStatfs): boolean {
  * nothing is sent. Returns 0 when the session has ended.
  */
 export function replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[]): number {
-  return native().replyDirents(req, size, entries);
+  let nodes: Buffer | null = null;
+  for (let i = 0; i < entries.length; i++) {
+    const n = entries[i]!.node;
+    if (!n) continue;
+    nodes ??= Buffer.alloc(entries.length * DN_BYTES);
+    packNode(nodes, i * DN_BYTES, n);
+  }
+  return native().replyDirents(req, size, entries, nodes);
+}
+
+/** Bytes per FuseDirent.node in the buffer the addon reads (fuse_ll.c, DN_*). */
+const DN_BYTES = 96;
+
+function packNode(b: Buffer, at: number, n: NonNullable<FuseDirent['node']>): void {
+  const a = n.attr;
+  b.writeBigUInt64LE(n.ino, at);
+  b.writeBigUInt64LE(a.ino, at + 8);
+  b.writeDoubleLE(a.size, at + 16);
+  b.writeDoubleLE(a.blocks ?? Math.ceil(a.size / 512), at + 24);
+  b.writeDoubleLE(a.rdev ?? 0, at + 32);
+  b.writeBigInt64LE(a.atimeNs, at + 40);
+  b.writeBigInt64LE(a.mtimeNs, at + 48);
+  b.writeBigInt64LE(a.ctimeNs, at + 56);
+  b.writeDoubleLE(n.timeout, at + 64);
+  b.writeUInt32LE(a.mode, at + 72);
+  b.writeUInt32LE(a.nlink, at + 76);
+  b.writeUInt32LE(a.uid, at + 80);
+  b.writeUInt32LE(a.gid, at + 84);
+  b.writeUInt32LE(a.blksize ?? 0, at + 88);
+  b.writeUInt32LE(1 | (n.noXattrs ? 2 : 0), at + 92);
 }

@@ -13,19 +13,21 @@
 // number (st_ino) follows the metadata rules instead and is deliberately shared: a
 // directory has the same st_ino in every snapshot, an unchanged file too (see docs/mount.md).
 //
-// Memory stays bounded: nodes live in a byte-bounded LRU (a node the kernel still holds
-// can be pinned with ref/forget; the path-based fuse adapter simply resolves the path
-// again), trees are decoded lazily into TreeReader's bounded cache, file chunks into
-// FileReader's, and big directories are read page by page.
+// Memory stays bounded: nodes live in a byte-bounded LRU, trees are decoded lazily into
+// TreeReader's bounded cache, file chunks into FileReader's, and big directories are read
+// page by page. A node the kernel still holds (ref/forget, for an inode-based binding) is
+// kept as (snapshot, path) only, in a PinTable, and rebuilt from the trees when it has
+// left the LRU; the path-based fuse adapter simply resolves the path again.
 
 import xxhash from '@node-rs/xxhash';
 import { Repository } from '../store/repository.js';
 import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
 import { EntryKind, TreeEntry } from '../format/tree.js';
 import { BlobId, idFromHex } from '../format/blob-id.js';
-import { TreeReader } from '../tree/tree-reader.js';
+import { TreeReader, pathComponents } from '../tree/tree-reader.js';
 import { FileReader, OpenFile } from './file-reader.js';
 import { ByteLru } from '../util/lru.js';
+import { PinTable } from './pin-table.js';
 import { SnapfsError } from '../errors.js';
 
 export const ROOT_ID = 1n;
@@ -84,6 +86,8 @@ export interface VfsDirEntry {
   ino: bigint;
   /** File type bits (S_IFMT part of st_mode). */
   type: number;
+  /** With readdir's `nodes`, for snapshot content: what lookup(dir, name) gives (it never changes). */
+  node?: VfsEntry & { noXattrs: boolean };
 }
 
 export interface VfsDirPage {
@@ -206,7 +210,14 @@ export class Vfs {
   private readonly trees: TreeReader;
   private readonly files: FileReader;
   private readonly nodes: ByteLru<bigint, Node>;
+  /** Held synthetic nodes (few): whole. */
   private readonly pinned = new Map<bigint, { node: Node; count: number }>();
+  /** Held snapshot content (up to millions): (snapshot number, path) only. */
+  private readonly pins = new PinTable();
+  /** Snapshots by PinTable snapshot number, and back; only ever grows (a few per snapshot seen). */
+  private readonly pinSnaps: SnapshotRecord[] = [];
+  private readonly pinSnapNumbers = new Map<string, number>();
+  private childRefs = 0;
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   /** Read state of files opened by the binding itself (see readNode), least recent first. */
@@ -323,10 +334,41 @@ export class Vfs {
 
   // --- nodes -----------------------------------------------------------------------
 
-  private node(id: bigint): Node {
+  /** A node in memory (the root, a held synthetic node or one in the LRU), or undefined. */
+  private cachedNode(id: bigint): Node | undefined {
     if (id === ROOT_ID) return this.root;
-    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    if (!n) throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+    return this.pinned.get(id)?.node ?? this.nodes.get(id);
+  }
+
+  /** A node by id: from memory, or rebuilt from the trees when the kernel holds it. */
+  private async node(id: bigint): Promise<Node> {
+    const n = this.cachedNode(id);
+    if (n) return n;
+    const held = this.pins.get(id);
+    if (!held) throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+    return this.rebuild(id, this.pinSnaps[held.snap]!, held.path);
+  }
+
+  /**
+   * The entry node of `path` in `snap`, found again through the trees (one lookup in the
+   * parent directory when that is still cached, else one per component). The same
+   * snapshot and path give the same node: trees never change.
+   */
+  private async rebuild(id: bigint, snap: SnapshotRecord, path: Buffer): Promise<Node & { type: 'entry' }> {
+    this.snapshotLive(snap);
+    const slash = path.lastIndexOf(0x2f);
+    const parentPath = slash < 0 ? EMPTY : path.subarray(0, slash);
+    const name = path.subarray(slash + 1);
+    let dirId: BlobId | undefined;
+    if (parentPath.length) {
+      const parent = this.nodes.get(nodeIdOf(['entry', snap.id, parentPath]));
+      if (parent?.type === 'entry' && parent.snap.id === snap.id && parent.entry.subtree) dirId = parent.entry.subtree;
+      else dirId = (await this.trees.resolve(idFromHex(snap.root), pathComponents(parentPath), parentPath.toString('utf8'))).dirId;
+    } else dirId = idFromHex(snap.root);
+    const entry = dirId && (await this.trees.lookup(dirId, name));
+    if (!entry) throw new SnapfsError('STALE_HANDLE', `${path.toString('utf8')}: held by the kernel but no longer found in its snapshot`);
+    const n = this.entryNode(snap, parentPath, entry, inoOf(['dir', snap.source, parentPath]));
+    if (n.id !== id) throw new SnapfsError('STALE_HANDLE', `node ${id}: rebuilt as another node`);
     return n;
   }
 
@@ -339,13 +381,21 @@ export class Vfs {
    */
   isSnapshotContent(id: bigint): boolean {
     if (id === ROOT_ID) return false;
-    const n = this.pinned.get(id)?.node ?? this.nodes.get(id);
-    return n !== undefined && n.type === 'entry';
+    const n = this.cachedNode(id);
+    return n !== undefined ? n.type === 'entry' : this.pins.has(id);
   }
 
-  /** Whether a node id is still in the table (a path-based caller then uses it again). */
+  /** Whether a node id is still known (a path-based caller then uses it again). */
   known(id: bigint): boolean {
-    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined;
+    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined || this.pins.has(id);
+  }
+
+  /**
+   * Nodes the kernel holds, the bytes their records take, and how many references came
+   * from lookups a binding answered itself (refChild), for the memory log line.
+   */
+  get held(): { nodes: number; bytes: number; fromListings: number } {
+    return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes, fromListings: this.childRefs };
   }
 
   private remember<N extends Node>(n: N): N {
@@ -354,22 +404,67 @@ export class Vfs {
     return n;
   }
 
-  /** Keeps a node in memory until forget (a kernel reference, for an inode-based binding). */
+  /**
+   * Keeps a node known until forget (a kernel reference, for an inode-based binding): call
+   * it right after the lookup that returned `id`, while the node is certainly cached.
+   */
   ref(id: bigint): void {
     if (id === ROOT_ID) return;
     const p = this.pinned.get(id);
-    if (p) p.count++;
-    else this.pinned.set(id, { node: this.node(id), count: 1 });
+    if (p) {
+      p.count++;
+      return;
+    }
+    const n = this.nodes.get(id);
+    if (n?.type === 'entry') this.pins.add(id, this.pinSnapNumber(n.snap), n.path);
+    else if (n) this.pinned.set(id, { node: n, count: 1 });
+    else if (this.pins.has(id)) this.pins.add(id, 0, EMPTY);
+    else throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
+  }
+
+  /**
+   * Like ref, for a node a binding found itself as `name` in directory `parentId` (from
+   * a readdir entry's `node`): the kernel holds the parent, so it is known.
+   */
+  refChild(parentId: bigint, name: Buffer, id: bigint): void {
+    const parent = this.cachedNode(parentId);
+    let snap: SnapshotRecord;
+    let parentPath: Buffer;
+    if (parent?.type === 'entry' || parent?.type === 'snapshot') {
+      snap = parent.snap;
+      parentPath = parent.type === 'entry' ? parent.path : EMPTY;
+    } else {
+      const held = this.pins.get(parentId);
+      if (!held) throw new SnapfsError('STALE_HANDLE', `node ${parentId} is no longer known; cannot hold its child`);
+      snap = this.pinSnaps[held.snap]!;
+      parentPath = held.path;
+    }
+    const path: [Buffer, Buffer] = [parentPath, name];
+    if (nodeIdOf(['entry', snap.id, path]) !== id) throw new SnapfsError('STALE_HANDLE', `node ${id} is not ${name.toString('utf8')} in node ${parentId}`);
+    this.pins.add(id, this.pinSnapNumber(snap), path);
+    this.childRefs++;
   }
 
   forget(id: bigint, count = 1): void {
     const p = this.pinned.get(id);
-    if (!p) return;
+    if (!p) {
+      this.pins.release(id, count);
+      return;
+    }
     p.count -= count;
     if (p.count <= 0) {
       this.pinned.delete(id);
       this.remember(p.node);
     }
+  }
+
+  private pinSnapNumber(snap: SnapshotRecord): number {
+    let k = this.pinSnapNumbers.get(snap.id);
+    if (k === undefined) {
+      k = this.pinSnaps.push(snap) - 1;
+      this.pinSnapNumbers.set(snap.id, k);
+    }
+    return k;
   }
 
   private snapshotLive(snap: SnapshotRecord): void {
@@ -388,14 +483,14 @@ export class Vfs {
 
   private snapshotNode(snap: SnapshotRecord): Node & { type: 'snapshot' } {
     const id = nodeIdOf(['snapshot', snap.id]);
-    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const known = this.cachedNode(id);
     if (known && known.type === 'snapshot' && known.snap.id === snap.id) return known;
     return this.remember({ type: 'snapshot', id, snap });
   }
 
   private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
     const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
-    const known = this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const known = this.nodes.get(id);
     if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
     const own = detachEntry(parentPath, entry);
     return this.remember({ type: 'entry', id, snap, path: own.path, entry: own.entry, attr: this.entryAttr(snap, own.path, own.entry), parentIno });
@@ -417,7 +512,7 @@ export class Vfs {
     return inoOf(['file', snap.source, path, since]);
   }
 
-  private entryAttr(snap: SnapshotRecord, path: Buffer, e: TreeEntry): VfsAttr {
+  private entryAttr(snap: SnapshotRecord, path: PathRef, e: TreeEntry): VfsAttr {
     return {
       ino: this.entryIno(snap, path, e),
       mode: TYPE_BITS[e.kind] | e.mode,
@@ -533,24 +628,24 @@ export class Vfs {
    * change); undefined when they need work (synthetic nodes, an unknown node...).
    */
   cachedAttr(id: bigint): VfsAttr | undefined {
-    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const n = id === ROOT_ID ? undefined : this.cachedNode(id);
     if (!n || (n.type !== 'entry' && n.type !== 'snapshot') || !this.state.ids.has(n.snap.id)) return undefined;
     return n.attr;
   }
 
   /** Stored user.* xattrs without waiting, like cachedAttr; undefined when not at hand. */
   cachedXattrs(id: bigint): Array<[Buffer, Buffer]> | undefined {
-    const n = id === ROOT_ID ? undefined : this.pinned.get(id)?.node ?? this.nodes.get(id);
+    const n = id === ROOT_ID ? undefined : this.cachedNode(id);
     if (!n || !this.state.ids.has(n.type === 'entry' || n.type === 'snapshot' ? n.snap.id : '')) return undefined;
     return this.xattrsOf(n);
   }
 
   async getattr(id: bigint): Promise<VfsAttr> {
-    return this.attrOf(this.node(id));
+    return this.attrOf(await this.node(id));
   }
 
   async lookup(parentId: bigint, name: Buffer): Promise<VfsEntry> {
-    const parent = this.node(parentId);
+    const parent = await this.node(parentId);
     switch (parent.type) {
       case 'root':
       case 'source': {
@@ -603,8 +698,8 @@ export class Vfs {
    * Entries from `offset` on: 0 is ".", 1 is "..", then the children in name order.
    * Returns at most `max` entries; a big directory is read one tree page at a time.
    */
-  async readdir(id: bigint, offset = 0, max = 4096): Promise<VfsDirPage> {
-    const n = this.node(id);
+  async readdir(id: bigint, offset = 0, max = 4096, opts: { nodes?: boolean } = {}): Promise<VfsDirPage> {
+    const n = await this.node(id);
     const out: VfsDirEntry[] = [];
     const self = await this.attrOf(n);
     let pos = offset;
@@ -637,7 +732,13 @@ export class Vfs {
         more = true;
         break;
       }
-      out.push({ name: e.name, ino: this.entryIno(n.snap, [parentPath, e.name], e), type: TYPE_BITS[e.kind] });
+      const path: PathRef = [parentPath, e.name];
+      if (opts.nodes) {
+        // The same id and attributes a lookup would give, without building the node.
+        const attr = this.entryAttr(n.snap, path, e);
+        const node = { id: nodeIdOf(['entry', n.snap.id, path]), attr, noXattrs: !e.xattrs?.some(shownXattr) };
+        out.push({ name: e.name, ino: attr.ino, type: TYPE_BITS[e.kind], node });
+      } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;
     }
     return { entries: out, next: more ? pos : undefined };
@@ -661,7 +762,7 @@ export class Vfs {
   }
 
   async readlink(id: bigint): Promise<Buffer> {
-    const n = this.node(id);
+    const n = await this.node(id);
     if (n.type === 'last') {
       await this.fresh();
       return Buffer.from(this.lastOf(n.source).name);
@@ -675,7 +776,7 @@ export class Vfs {
 
   /** Opens a regular file for reading; returns a handle number (> 0). */
   async open(id: bigint, flags = 0): Promise<number> {
-    const n = this.node(id);
+    const n = await this.node(id);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new SnapfsError('READ_ONLY', 'the snapshot file system is read-only');
     if (n.type !== 'entry') throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
     this.snapshotLive(n.snap);
@@ -708,7 +809,7 @@ export class Vfs {
     if (h) {
       this.nodeReads.delete(id); // most recently used last
     } else {
-      const n = this.node(id);
+      const n = await this.node(id);
       if (n.type !== 'entry' || n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
       this.snapshotLive(n.snap);
       h = { node: n, file: this.files.open(n.entry), nextOffset: 0, sequential: 0 };
@@ -751,16 +852,16 @@ export class Vfs {
   private xattrsOf(n: Node): Array<[Buffer, Buffer]> {
     if (n.type !== 'entry') return [];
     this.snapshotLive(n.snap);
-    return (n.entry.xattrs ?? []).filter(([k]) => XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p)));
+    return (n.entry.xattrs ?? []).filter(shownXattr);
   }
 
   async listxattr(id: bigint): Promise<Buffer[]> {
-    return this.xattrsOf(this.node(id)).map(([k]) => k);
+    return this.xattrsOf(await this.node(id)).map(([k]) => k);
   }
 
   /** The value, or undefined when the entry has no such attribute. */
   async getxattr(id: bigint, name: Buffer): Promise<Buffer | undefined> {
-    return this.xattrsOf(this.node(id)).find(([k]) => k.equals(name))?.[1];
+    return this.xattrsOf(await this.node(id)).find(([k]) => k.equals(name))?.[1];
   }
 }
 
@@ -768,6 +869,10 @@ const EMPTY = Buffer.alloc(0);
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
+
+function shownXattr([k]: [Buffer, Buffer]): boolean {
+  return XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p));
+}
 
 /** Whether `path` is parent + '/' + name (just name at a snapshot's root). */
 function isChildPath(path: Buffer, parent: Buffer, name: Buffer): boolean {

@@ -22,7 +22,7 @@ typedef struct fc_cache fc_cache;
 fc_cache *fc_new(size_t capacity);
 void fc_free(fc_cache *c);
 
-/* Forgets everything (JS's facts about some nodes stopped being true). */
+/* Forgets everything, names too (JS's facts about some nodes stopped being true). */
 void fc_clear(fc_cache *c);
 
 /* What JS said about node `id` when it answered a lookup or getattr: `st`
@@ -40,5 +40,15 @@ bool fc_no_xattrs(fc_cache *c, uint64_t id);
 /* Copies the target into buf (cap bytes incl. NUL); false on a miss, an
  * expired target or one that does not fit. */
 bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap);
+
+/* Names JS listed in a directory of immutable content (a readdir reply), with
+ * the answer a lookup of that name gets: node `id`, attributes `st` cached by
+ * the kernel for `timeout` seconds (entry and attributes), and whether it has
+ * no xattrs. A lookup answered from here needs no trip to JS. Bounded like
+ * the node table: a separate set-associative table of capacity / 4 names. */
+void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
+                 const struct stat *st, double timeout, bool no_xattrs);
+bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
+                 struct stat *st, double *timeout, bool *no_xattrs);
 
 #endif

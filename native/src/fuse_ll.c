@@ -41,6 +41,13 @@
  * and listxattr of nodes JS said have no xattrs, and getxattr of names
  * outside the namespaces given at mount (e.g. security.selinux when only
  * user.* exists): ENODATA.
+ *
+ * Lookups too, of names a readdir reply listed with their node (immutable
+ * content; `ls -l` and `find -ls` look up every name they just read). The
+ * kernel then holds a reference JS never saw: the loop thread records
+ * (node, parent, name) and hands the records to JS in batches (FL_REF),
+ * always before anything else it queues, so JS knows a node before any
+ * request about it and before its forget.
  */
 #include "common.h"
 #include "fuse_cache.h"
@@ -119,6 +126,7 @@ enum {
   FL_GETXATTR = 11,
   FL_LISTXATTR = 12,
   FL_ACCESS = 13,
+  FL_REF = 14,
   FL_CLOSED = 31
 };
 
@@ -151,6 +159,12 @@ struct fl_session {
   bool hook_added;
   bool export_support;
   fc_cache *cache;
+  bool names; /* JS takes FL_REF: lookups may be answered from listed names */
+  /* Lookups answered here, not yet told to JS: records of node u64, parent
+   * u64, name length u32, name bytes. Loop thread only. */
+  char *ref_buf;
+  size_t ref_len, ref_cap;
+  uint64_t ref_count;
   char *xattr_ns;      /* NUL-separated prefixes, or NULL: every name goes to JS */
   size_t xattr_ns_len; /* bytes in xattr_ns */
   fl_item *close_item; /* handed to the loop thread, which queues it */
@@ -224,6 +238,50 @@ static fl_item *item_new(fuse_req_t req, int op, uint64_t ino, size_t extra) {
   return it;
 }
 
+#define REF_FLUSH_BYTES 16384
+
+/* Hands JS the lookups answered here since the last time. Loop thread only;
+ * called before anything else is queued, so JS sees them first. */
+static void flush_refs(fl_session *s) {
+  if (!s->ref_count) return;
+  fl_item *it = item_new(NULL, FL_REF, 0, s->ref_len);
+  if (it) {
+    it->a = s->ref_count;
+    it->len = s->ref_len;
+    memcpy(it->data, s->ref_buf, s->ref_len);
+    if (napi_call_threadsafe_function(s->tsfn, it, napi_tsfn_nonblocking) != napi_ok)
+      free(it); /* the session is ending */
+  }
+  s->ref_len = 0;
+  s->ref_count = 0;
+}
+
+/* Room for one more record with a name of n bytes; false when out of memory. */
+static bool reserve_ref(fl_session *s, size_t n) {
+  size_t need = s->ref_len + 20 + n;
+  if (need <= s->ref_cap) return true;
+  size_t cap = s->ref_cap ? s->ref_cap : REF_FLUSH_BYTES * 2;
+  while (cap < need) cap *= 2;
+  char *p = realloc(s->ref_buf, cap);
+  if (!p) return false;
+  s->ref_buf = p;
+  s->ref_cap = cap;
+  return true;
+}
+
+/* Records that the kernel now holds one more reference to id (room reserved). */
+static void add_ref(fl_session *s, uint64_t id, uint64_t parent, const char *name, size_t n) {
+  uint32_t len = (uint32_t)n;
+  char *p = s->ref_buf + s->ref_len;
+  memcpy(p, &id, 8);
+  memcpy(p + 8, &parent, 8);
+  memcpy(p + 16, &len, 4);
+  memcpy(p + 20, name, n);
+  s->ref_len += 20 + n;
+  s->ref_count++;
+  if (s->ref_len >= REF_FLUSH_BYTES) flush_refs(s);
+}
+
 /* Links a request item into the pending list and hands it to JS. On any
  * failure the request is answered here. */
 static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
@@ -231,6 +289,7 @@ static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
     lf.fuse_reply_err(req, ENOMEM);
     return;
   }
+  flush_refs(s);
   it->s = s;
   pthread_mutex_lock(&s->lock);
   it->prev = &s->pending;
@@ -269,10 +328,27 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  struct fuse_entry_param e;
+  uint64_t id;
+  double timeout;
+  bool no_xattrs;
+  size_t n = strlen(name);
+  if (s->names && reserve_ref(s, n) &&
+      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs)) {
+    e.ino = (fuse_ino_t)id;
+    e.generation = 0;
+    e.attr_timeout = e.entry_timeout = timeout;
+    fc_put_node(s->cache, id, &e.attr, timeout, true, no_xattrs);
+    /* Not taken (interrupted): the kernel holds no reference. */
+    if (lf.fuse_reply_entry(req, &e) == 0) add_ref(s, id, parent, name, n);
+    return;
+  }
   fl_queue(req, FL_LOOKUP, parent, 0, 0, 0, name);
 }
 
 static void queue_forgets(fl_session *s, size_t count, const uint64_t *pairs) {
+  flush_refs(s); /* a node's forget never reaches JS before its reference */
   fl_item *it = item_new(NULL, FL_FORGET, 0, count * 2 * sizeof(uint64_t));
   if (!it) return; /* forget is advisory; nothing to answer */
   it->a = count;
@@ -518,6 +594,7 @@ static void *fl_loop(void *arg) {
   }
   free(buf);
   lf.fuse_session_exit(s->se);
+  flush_refs(s);
   /* Queued after every request this thread queued: JS sees them first. */
   fl_item *close_item = s->close_item;
   close_item->a = (uint64_t)err;
@@ -567,6 +644,7 @@ static void fl_teardown(fl_session *s, bool from_hook) {
 
 static void fl_session_free(fl_session *s) {
   pthread_mutex_destroy(&s->lock);
+  free(s->ref_buf);
   fc_free(s->cache);
   free(s->xattr_ns);
   free(s->mountpoint);
@@ -694,6 +772,20 @@ static void fl_call_js(napi_env env, napi_value js_cb, void *context, void *data
         napi_get_undefined(env, &argv[2]) == napi_ok &&
         napi_create_int32(env, err, &argv[3]) == napi_ok)
       napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
+    return;
+  }
+  if (it->op == FL_REF) {
+    /* dispatch(FL_REF, undefined, count, records) */
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      napi_value argv[4];
+      if (napi_create_int32(env, FL_REF, &argv[0]) == napi_ok &&
+          napi_get_undefined(env, &argv[1]) == napi_ok && mk_u64(env, it->a, &argv[2]) &&
+          mk_bytes(env, it->data, it->len, &argv[3]))
+        napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
+      napi_close_handle_scope(env, scope);
+    }
+    free(it);
     return;
   }
   if (it->op == FL_FORGET) {
@@ -1041,6 +1133,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   s->mountpoint = mnt;
   s->export_support = export_support;
   s->cache = cache;
+  s->names = HAS(mask, FL_REF);
   s->xattr_ns = xattr_ns;
   s->xattr_ns_len = xattr_ns_len;
   s->pending.next = s->pending.prev = &s->pending;
@@ -1471,15 +1564,98 @@ static napi_value fl_reply_statfs(napi_env env, napi_callback_info info) {
 #define DIRENT_NAME_MAX 1024    /* the kernel's FUSE_NAME_MAX */
 #define DIRENT_BUF_MAX (1 << 20) /* readdir sizes are a page or a few */
 
-/* replyDirents(req, size, entries: {name, ino, mode, nextOffset}[]): packs
- * entries until `size` bytes are full and replies; returns how many fit.
- * Nothing is sent when an entry is malformed (TypeError). */
+/* One entry's node in replyDirents' `nodes` buffer (little-endian): what a
+ * lookup of that name answers. Kept in step with lib/platform/libfuse.ts. */
+enum {
+  DN_ID = 0,       /* u64 node id */
+  DN_INO = 8,      /* u64 */
+  DN_SIZE = 16,    /* f64 */
+  DN_BLOCKS = 24,  /* f64 */
+  DN_RDEV = 32,    /* f64 */
+  DN_ATIME = 40,   /* i64 ns */
+  DN_MTIME = 48,   /* i64 ns */
+  DN_CTIME = 56,   /* i64 ns */
+  DN_TIMEOUT = 64, /* f64 seconds, entry and attributes */
+  DN_MODE = 72,    /* u32 */
+  DN_NLINK = 76,   /* u32 */
+  DN_UID = 80,     /* u32 */
+  DN_GID = 84,     /* u32 */
+  DN_BLKSIZE = 88, /* u32 */
+  DN_FLAGS = 92,   /* u32: 1 present, 2 no xattrs */
+  DN_BYTES = 96
+};
+
+static uint64_t rd_u64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static uint32_t rd_u32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static double rd_f64(const uint8_t *p) {
+  double v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static struct timespec rd_time(const uint8_t *p) {
+  int64_t ns = (int64_t)rd_u64(p);
+  struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000;
+    ts.tv_sec -= 1;
+  }
+  return ts;
+}
+
+/* Entry i of a `nodes` buffer into the name table, if present and sane. */
+static void put_listed_name(fl_session *s, uint64_t parent, const char *name,
+                            const uint8_t *nodes, size_t nodes_len, uint32_t i) {
+  if (!nodes || (size_t)(i + 1) * DN_BYTES > nodes_len) return;
+  const uint8_t *p = nodes + (size_t)i * DN_BYTES;
+  uint32_t flags = rd_u32(p + DN_FLAGS);
+  double timeout = rd_f64(p + DN_TIMEOUT);
+  double size = rd_f64(p + DN_SIZE), blocks = rd_f64(p + DN_BLOCKS), rdev = rd_f64(p + DN_RDEV);
+  if (!(flags & 1) || !(timeout >= 0 && timeout <= 1e9) || !(size >= 0 && size <= MAX_SAFE) ||
+      !(blocks >= 0 && blocks <= MAX_SAFE) || !(rdev >= 0 && rdev <= MAX_SAFE))
+    return;
+  struct stat st;
+  memset(&st, 0, sizeof st);
+  st.st_ino = (ino_t)rd_u64(p + DN_INO);
+  st.st_size = (off_t)size;
+  st.st_blocks = (blkcnt_t)blocks;
+  st.st_rdev = (dev_t)rdev;
+  st.st_atim = rd_time(p + DN_ATIME);
+  st.st_mtim = rd_time(p + DN_MTIME);
+  st.st_ctim = rd_time(p + DN_CTIME);
+  st.st_mode = (mode_t)rd_u32(p + DN_MODE);
+  st.st_nlink = (nlink_t)rd_u32(p + DN_NLINK);
+  st.st_uid = (uid_t)rd_u32(p + DN_UID);
+  st.st_gid = (gid_t)rd_u32(p + DN_GID);
+  st.st_blksize = (blksize_t)rd_u32(p + DN_BLKSIZE);
+  fc_put_name(s->cache, parent, name, rd_u64(p + DN_ID), &st, timeout, (flags & 2) != 0);
+}
+
+/* replyDirents(req, size, entries: {name, ino, mode, nextOffset}[], nodes:
+ * Uint8Array | null): packs entries until `size` bytes are full and replies;
+ * returns how many fit. `nodes` (DN_BYTES per entry, in entry order) lets the
+ * loop thread answer lookups of the names that were sent (only when JS takes
+ * FL_REF). Nothing is sent when an entry is malformed (TypeError). */
 static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
-  REPLY_PROLOGUE(3, "replyDirents")
+  REPLY_PROLOGUE(4, "replyDirents")
   int64_t size;
   bool is_array = false;
   uint32_t n = 0;
+  const uint8_t *nodes = NULL;
+  size_t nodes_len = 0;
+  napi_valuetype nt;
   if (!sn_get_int64(env, argv[1], "size", 0, DIRENT_BUF_MAX, &size)) return NULL;
+  if (napi_typeof(env, argv[3], &nt) != napi_ok) return NULL;
+  if (nt != napi_null && nt != napi_undefined && !sn_get_bytes(env, argv[3], "nodes", &nodes, &nodes_len))
+    return NULL;
+  if (!it->s->names) nodes = NULL;
   if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array ||
       napi_get_array_length(env, argv[2], &n) != napi_ok) {
     throw_type(env, "entries", "an array");
@@ -1520,6 +1696,7 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
                                        (off_t)off);
     if (need > (size_t)size - used) break;
     used += need;
+    put_listed_name(it->s, it->ino, name, nodes, nodes_len, count);
   }
   napi_value r;
   lf.fuse_reply_buf(fl_claim(it), buf, used);
