@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { listXattrs, scanDir, scanRecords, setMmapThreshold, ScannedEntry } from '../platform/native.js';
+import { listXattrs, scanDir, setMmapThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -65,6 +65,8 @@ const WINDOW_ENTRIES = 4096;
 interface WorkItem {
   st: ScannedEntry;
   old?: TreeEntry;
+  /** Its place in the window. */
+  slot: number;
 }
 
 /**
@@ -211,37 +213,58 @@ class SourceWalker {
   }
 
   private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
-    const scan = await this.scans.run(() => scanDir(abs)); // sorted by name
+    // The parent's first page is read while the directory is scanned.
     const previous = new ParentEntries(this.trees, parentTree, (err) =>
       this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again'));
+    const scan = new ScanCursor(await this.scans.run(() => scanDir(abs))); // sorted by name
     // Built as it goes, in windows of entries: a directory of a million messages is never
     // held whole. Unchanged, it keeps the parent's tree id.
     const tree = new TreeBuilder(this.writer, parentTree !== undefined);
     let allReused = parentTree !== undefined;
-    let window: WorkItem[] = [];
+    // The window's entries in name order: unchanged files are settled at once (their
+    // parent entry), the rest are `work` and settled together by `entries`.
+    let slots: Array<TreeEntry | undefined> = [];
+    let work: WorkItem[] = [];
     const storeWindow = async (): Promise<void> => {
-      const results = await this.entries(abs, rel, window);
-      for (let k = 0; k < window.length; k++) {
-        const e = results[k];
-        if (e !== window[k]!.old || !e) {
-          allReused = false;
-          await tree.stopHolding();
+      if (work.length > 0) {
+        const results = await this.entries(abs, rel, work);
+        for (let k = 0; k < work.length; k++) {
+          const e = results[k];
+          slots[work[k]!.slot] = e;
+          if (e !== work[k]!.old || !e) allReused = false;
         }
-        if (e) await tree.add(e);
+        if (!allReused) await tree.stopHolding();
       }
-      window = [];
+      for (const e of slots) {
+        if (!e) continue;
+        const stored = tree.add(e);
+        if (stored) await stored;
+      }
+      slots = [];
+      work = [];
     };
-    for (const st of scanRecords(scan)) {
-      const old = await previous.match(st.name);
-      if (!this.excludes.empty) {
-        const name = st.name.toString('utf8');
+    const filterNames = !this.excludes.empty;
+    while (scan.next()) {
+      let old = previous.match(scan);
+      if (old instanceof Promise) old = await old;
+      if (filterNames) {
+        const name = scan.buf.toString('utf8', scan.nameStart, scan.nameEnd);
         if (this.excludes.excludes(rel ? `${rel}/${name}` : name, name)) {
           if (old) allReused = false;
           continue;
         }
       }
-      window.push({ st, old });
-      if (window.length >= WINDOW_ENTRIES) await storeWindow();
+      // The common case, before any allocation: an unchanged file keeps its entry.
+      if (old && this.unchangedScanned(scan, old)) {
+        slots.push(old);
+        this.stats.files++;
+        this.stats.bytesTotal += old.size;
+        this.stats.filesUnchanged++;
+      } else {
+        work.push({ st: scan.entry(), old, slot: slots.length });
+        slots.push(undefined);
+      }
+      if (slots.length >= WINDOW_ENTRIES) await storeWindow();
     }
     await storeWindow();
     if (allReused && !previous.damaged && !(await previous.leftOver())) {
@@ -249,6 +272,25 @@ class SourceWalker {
       return parentTree!;
     }
     return tree.finish();
+  }
+
+  /**
+   * The unchanged-file rule (see `unchangedFile`) read straight from the scan record: a
+   * regular file, stat'ed without error, whose size, mtime, ctime, inode and device are
+   * those of the parent's file entry, and whose chunks are all indexed.
+   */
+  private unchangedScanned(scan: ScanCursor, old: TreeEntry): boolean {
+    return (
+      old.kind === EntryKind.File &&
+      scan.errno === 0 &&
+      (scan.mode & S_IFMT) === 0o100000 &&
+      scan.size === old.size &&
+      scan.dev === old.device &&
+      scan.inoIs(old.inode) &&
+      scan.mtimeIs(old.mtimeNs) &&
+      scan.ctimeIs(old.ctimeNs) &&
+      this.chunksIndexed(old)
+    );
   }
 
   /** The entries for a window of scanned names, in its order; undefined where skipped. */

@@ -115,6 +115,29 @@ export class TreeReader {
     }
   }
 
+  /**
+   * The entries a leaf page at a time, in name order (checked like `entries`): for a merge
+   * that must not wait for every entry. The next page is read while this one is used.
+   */
+  async *pages(dirId: BlobId): AsyncGenerator<readonly TreeEntry[]> {
+    const n = await this.node(dirId);
+    if (n.kind === 'leaf') {
+      yield n.entries;
+      return;
+    }
+    let prev: Buffer | undefined;
+    let next = n.pages.length > 0 ? this.leaf(n.pages[0]!.id) : undefined;
+    for (let i = 0; i < n.pages.length; i++) {
+      const page = n.pages[i]!;
+      const entries = await next!;
+      next = i + 1 < n.pages.length ? this.leaf(n.pages[i + 1]!.id) : undefined;
+      next?.catch(() => undefined); // a failure is thrown when it is awaited, if ever
+      checkPage(dirId, page.firstName, page.count, entries, prev);
+      prev = entries[entries.length - 1]?.name;
+      yield entries;
+    }
+  }
+
   async readAll(dirId: BlobId): Promise<TreeEntry[]> {
     const out: TreeEntry[] = [];
     for await (const e of this.entries(dirId)) out.push(e);

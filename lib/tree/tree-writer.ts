@@ -13,6 +13,13 @@ import { BlobWriter } from '../store/blob-store.js';
  */
 const HOLD_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Entries held back unencoded first, up to this many: a directory that turns out identical
+ * to its parent's (the common case) is then never encoded at all. Past it they are cut
+ * into pages, held as above.
+ */
+const HOLD_ENTRIES = 4096;
+
 /** Pages handed to the writer and not yet stored, at most. */
 const PAGES_IN_FLIGHT = 8;
 
@@ -31,6 +38,8 @@ export class TreeBuilder {
   private readonly pages: StoredPage[] = [];
   private held: TreePage[] = [];
   private heldBytes = 0;
+  /** Entries not yet given to the cutter (while holding). */
+  private heldEntries: TreeEntry[] = [];
 
   /**
    * `holding`: keep pages unstored until `stopHolding` (the caller may yet reuse an
@@ -38,14 +47,34 @@ export class TreeBuilder {
    */
   constructor(private readonly writer: BlobWriter, private holding = false) {}
 
-  async add(e: TreeEntry): Promise<void> {
+  /** Adds the next entry; a promise only when a page had to be stored (await it then). */
+  add(e: TreeEntry): Promise<void> | undefined {
+    if (this.holding && this.heldEntries.length < HOLD_ENTRIES) {
+      this.heldEntries.push(e);
+      return undefined;
+    }
+    return this.cut(e);
+  }
+
+  private async cut(e: TreeEntry): Promise<void> {
+    await this.cutHeldEntries();
     const page = this.cutter.add(e);
     if (page) await this.page(page);
+  }
+
+  private async cutHeldEntries(): Promise<void> {
+    const entries = this.heldEntries;
+    this.heldEntries = [];
+    for (const e of entries) {
+      const page = this.cutter.add(e);
+      if (page) await this.page(page);
+    }
   }
 
   /** Stores the pages held so far and every later one. */
   async stopHolding(): Promise<void> {
     if (!this.holding) return;
+    await this.cutHeldEntries();
     this.holding = false;
     const held = this.held;
     this.held = [];
@@ -55,6 +84,7 @@ export class TreeBuilder {
 
   /** Stores the last page (and the index node of a paged directory); the tree's id. */
   async finish(): Promise<BlobId> {
+    await this.cutHeldEntries();
     const last = this.cutter.finish();
     if (last) await this.page(last);
     await this.stopHolding();
@@ -68,6 +98,7 @@ export class TreeBuilder {
   discard(): void {
     this.held = [];
     this.heldBytes = 0;
+    this.heldEntries = [];
   }
 
   private async page(page: TreePage): Promise<void> {
