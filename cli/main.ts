@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 import './bootstrap.js';
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { reportError } from './output.js';
 import { EXIT_BY_CODE, EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 import { fromSystemError, isSnapfsError } from '../lib/errors.js';
-import { explainIndexFailure } from '../lib/store/blob-index.js';
 import * as init from './commands/init.js';
 import * as backupCmd from './commands/backup.js';
 import * as browse from './commands/browse.js';
@@ -38,6 +37,7 @@ async function main(): Promise<void> {
       process.exit(EXIT_USAGE);
     });
   for (const c of commands) y = c.register(y);
+  skipHelpCache(y);
   // A failure in a background promise (an index commit on a full disk, say) still
   // ends the command with its proper message and exit code, never a hang. Not by calling
   // process.exit() at once: lmdb-js's write thread may be waiting for this thread to run a
@@ -47,6 +47,7 @@ async function main(): Promise<void> {
   let background: number | undefined;
   process.on('unhandledRejection', async (err) => {
     const cause = (err as { commitError?: Promise<unknown> } | null)?.commitError; // lmdb-js keeps the errno here
+    const { explainIndexFailure } = await import('../lib/store/blob-index.js'); // loaded already if it failed
     const inner = explainIndexFailure(cause ? await cause.then(() => err, (e: unknown) => e) : err);
     if (background !== undefined) return;
     const systemish = (inner as { code?: unknown } | null)?.code !== undefined;
@@ -61,6 +62,18 @@ async function main(): Promise<void> {
     const code = background !== undefined && isSnapfsError(err) && (EXIT_BY_CODE[err.code] ?? EXIT_FAILURE) === background ? background : reportError(err, json);
     process.exit(code);
   }
+}
+
+/**
+ * yargs renders the running command's whole help text as its handler starts, in case the
+ * handler asks for it later (showHelp): cliui and string-width over every line, ~60 ms of
+ * a no-change backup. No handler here does (--help and usage errors render it afresh).
+ * Internal API: where it is missing, yargs just keeps doing it.
+ */
+function skipHelpCache(y: Argv): void {
+  const usage = (y as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: unknown } } })
+    .getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = (): void => undefined;
 }
 
 await main();

@@ -1,5 +1,4 @@
 import type { Argv } from 'yargs';
-import { backup } from '../../lib/backup/backup.js';
 import { withRepository } from '../context.js';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
@@ -19,6 +18,7 @@ export function register(y: Argv): Argv {
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });
+      const { backup } = await import('../../lib/backup/backup.js');
       const result = await withRepository(argv.repo, (repo) =>
         backup(repo, {
           source: argv.source,
