@@ -274,23 +274,9 @@ class SourceWalker {
     return tree.finish();
   }
 
-  /**
-   * The unchanged-file rule (see `unchangedFile`) read straight from the scan record: a
-   * regular file, stat'ed without error, whose size, mtime, ctime, inode and device are
-   * those of the parent's file entry, and whose chunks are all indexed.
-   */
+  /** An unchanged file whose chunks are all indexed: its parent entry is reused. */
   private unchangedScanned(scan: ScanCursor, old: TreeEntry): boolean {
-    return (
-      old.kind === EntryKind.File &&
-      scan.errno === 0 &&
-      (scan.mode & S_IFMT) === 0o100000 &&
-      scan.size === old.size &&
-      scan.dev === old.device &&
-      scan.inoIs(old.inode) &&
-      scan.mtimeIs(old.mtimeNs) &&
-      scan.ctimeIs(old.ctimeNs) &&
-      this.chunksIndexed(old)
-    );
+    return unchangedScannedFile(scan, old) && this.chunksIndexed(old);
   }
 
   /** The entries for a window of scanned names, in its order; undefined where skipped. */
@@ -530,6 +516,24 @@ function sameFileVersion(old: TreeEntry, now: Pick<TreeEntry, 'size' | 'mtimeNs'
 
 function unchangedFile(old: TreeEntry, st: ScannedEntry): boolean {
   return old.kind === EntryKind.File && sameFileVersion(old, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, inode: st.ino, device: st.dev });
+}
+
+/**
+ * The unchanged-file rule of `unchangedFile`, read straight from the scan's current record
+ * (no ScannedEntry made): a regular file, stat'ed without error, whose size, mtime, ctime,
+ * inode and device are exactly those of the parent's file entry.
+ */
+export function unchangedScannedFile(scan: ScanCursor, old: TreeEntry): boolean {
+  return (
+    old.kind === EntryKind.File &&
+    scan.errno === 0 &&
+    (scan.mode & S_IFMT) === 0o100000 &&
+    scan.size === old.size &&
+    scan.dev === old.device &&
+    scan.inoIs(old.inode) &&
+    scan.mtimeIs(old.mtimeNs) &&
+    scan.ctimeIs(old.ctimeNs)
+  );
 }
 
 /** Returns the parent's entry object when nothing differs, so `since` carries forward. */

@@ -1,7 +1,8 @@
 // The parent snapshot's entries of one directory, read page by page and matched by name
 // against the scan (both in name order): a merge join that never holds the whole
 // directory, however big. Matching within a page is synchronous: only reading the next
-// page waits, so the common no-change walk costs no promise per entry.
+// page waits, so the common no-change walk costs no promise per entry. Each page read
+// starts reading the trees of its subdirectories, which the walk visits next.
 
 import { BlobId } from '../format/blob-id.js';
 import { TreeEntry } from '../format/tree.js';
@@ -27,7 +28,7 @@ export class ParentEntries {
    * Starts reading the first page at once (it overlaps the directory's scan). `onDamage`
    * hears once of a parent tree that cannot be read (damaged repository).
    */
-  constructor(trees: TreeReader, tree: BlobId | undefined, private readonly onDamage: (err: unknown) => void) {
+  constructor(private readonly trees: TreeReader, tree: BlobId | undefined, private readonly onDamage: (err: unknown) => void) {
     this.pages = tree ? trees.pages(tree)[Symbol.asyncIterator]() : undefined;
     this.done = !this.pages;
     if (this.pages) {
@@ -87,6 +88,8 @@ export class ParentEntries {
     else {
       this.page = next.value;
       this.pos = 0;
+      // The subdirectories' own trees are wanted next: read them now, together.
+      this.trees.prefetchSubtrees(this.page);
     }
   }
 }

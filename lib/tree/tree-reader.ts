@@ -10,6 +10,8 @@ import { ByteLru } from '../util/lru.js';
 import { CorruptDataError, SnapfsError } from '../errors.js';
 
 export const DEFAULT_TREE_CACHE_BYTES = 16 * 1024 * 1024;
+/** Subtrees read ahead at most per prefetchSubtrees call. */
+const PREFETCH_NODES = 256;
 
 /**
  * What a decoded node costs in memory: a TreeEntry (object, name Buffer, chunk-list
@@ -34,21 +36,49 @@ export class TreeReader {
     const key = idToHex(id);
     const hit = this.cache.get(key);
     if (hit) return hit;
-    let p = this.loading.get(key);
-    if (!p) {
-      p = this.blobs.get(id, BlobType.Tree).then((raw) => {
-        let node: TreeNode;
-        try {
-          node = decodeTreeNode(raw);
-        } catch (err) {
-          throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
-        }
-        this.cache.set(key, node, decodedBytes(node, raw.length));
-        return node;
-      });
-      this.loading.set(key, p);
-      p.then(() => this.loading.delete(key), () => this.loading.delete(key));
+    return this.loading.get(key) ?? this.load(key, this.blobs.get(id, BlobType.Tree));
+  }
+
+  /**
+   * Starts reading the nodes of the directories among `entries` (the subtrees a walk is
+   * about to visit), several per read where they lie close together in a pack. Up to
+   * PREFETCH_NODES, and only what is neither cached nor being read; failures are left for
+   * `node` to report when it is asked.
+   */
+  prefetchSubtrees(entries: readonly TreeEntry[]): void {
+    const ids: BlobId[] = [];
+    const keys: string[] = [];
+    for (const e of entries) {
+      if (!e.subtree) continue;
+      const key = idToHex(e.subtree);
+      if (this.loading.has(key) || this.cache.get(key) !== undefined || keys.includes(key)) continue;
+      ids.push(e.subtree);
+      keys.push(key);
+      if (ids.length >= PREFETCH_NODES) break;
     }
+    if (ids.length === 0) return;
+    let raws: Array<Promise<Buffer>>;
+    try {
+      raws = this.blobs.getMany(ids, BlobType.Tree);
+    } catch {
+      return; // the index cannot be read: `node` will say so
+    }
+    for (let i = 0; i < ids.length; i++) this.load(keys[i]!, raws[i]!).catch(() => undefined);
+  }
+
+  private load(key: string, raw: Promise<Buffer>): Promise<TreeNode> {
+    const p = raw.then((bytes) => {
+      let node: TreeNode;
+      try {
+        node = decodeTreeNode(bytes);
+      } catch (err) {
+        throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
+      }
+      this.cache.set(key, node, decodedBytes(node, bytes.length));
+      return node;
+    });
+    this.loading.set(key, p);
+    p.then(() => this.loading.delete(key), () => this.loading.delete(key));
     return p;
   }
 
