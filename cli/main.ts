@@ -1,43 +1,14 @@
 #!/usr/bin/env node
 import './bootstrap.js';
-import yargs, { type Argv } from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import type { Argv } from 'yargs';
 import { reportError } from './output.js';
 import { EXIT_BY_CODE, EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 import { fromSystemError, isSnapfsError } from '../lib/errors.js';
-import * as init from './commands/init.js';
-import * as backupCmd from './commands/backup.js';
-import * as browse from './commands/browse.js';
-import * as restoreCmd from './commands/restore.js';
-import * as stats from './commands/stats.js';
-import * as mountCmd from './commands/mount.js';
-import * as forgetCmd from './commands/forget.js';
-import * as pruneCmd from './commands/prune.js';
-import * as checkCmd from './commands/check.js';
-import * as repairCmd from './commands/repair.js';
-import * as runCmd from './commands/run.js';
-
-const commands = [init, backupCmd, browse, restoreCmd, stats, forgetCmd, pruneCmd, checkCmd, repairCmd, runCmd, mountCmd];
+import { quickBackupArgs } from './quick-argv.js';
 
 async function main(): Promise<void> {
-  const args = hideBin(process.argv);
+  const args = process.argv.slice(2); // what yargs' hideBin gives under node
   const json = args.includes('--json');
-  let y = yargs(args)
-    .scriptName('snapfs')
-    .usage('$0 <command> [options]\n\nDeduplicated, incremental backups browsed as plain files.')
-    .strict()
-    .demandCommand(1, 'name a command (see --help)')
-    .recommendCommands()
-    .help()
-    .version()
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((msg, err) => {
-      if (err) throw err;
-      process.stderr.write(`snapfs: ${msg}\n(see 'snapfs --help')\n`);
-      process.exit(EXIT_USAGE);
-    });
-  for (const c of commands) y = c.register(y);
-  skipHelpCache(y);
   // A failure in a background promise (an index commit on a full disk, say) still
   // ends the command with its proper message and exit code, never a hang. Not by calling
   // process.exit() at once: lmdb-js's write thread may be waiting for this thread to run a
@@ -56,12 +27,49 @@ async function main(): Promise<void> {
     setTimeout(() => process.exit(background), 10_000).unref();
   });
   try {
-    await y.parseAsync();
+    const quick = quickBackupArgs(args);
+    if (quick) await (await import('./commands/backup.js')).runBackup(quick);
+    else await (await commandLine(args)).parseAsync();
   } catch (err) {
     // Said once: the same failure already reported from the background is not repeated.
     const code = background !== undefined && isSnapfsError(err) && (EXIT_BY_CODE[err.code] ?? EXIT_FAILURE) === background ? background : reportError(err, json);
     process.exit(code);
   }
+}
+
+/** Every command, parsed by yargs (loaded only here: see quick-argv.ts). */
+async function commandLine(args: string[]): Promise<Argv> {
+  const { default: yargs } = await import('yargs');
+  const commands = await Promise.all([
+    import('./commands/init.js'),
+    import('./commands/backup.js'),
+    import('./commands/browse.js'),
+    import('./commands/restore.js'),
+    import('./commands/stats.js'),
+    import('./commands/forget.js'),
+    import('./commands/prune.js'),
+    import('./commands/check.js'),
+    import('./commands/repair.js'),
+    import('./commands/run.js'),
+    import('./commands/mount.js'),
+  ]);
+  let y = yargs(args)
+    .scriptName('snapfs')
+    .usage('$0 <command> [options]\n\nDeduplicated, incremental backups browsed as plain files.')
+    .strict()
+    .demandCommand(1, 'name a command (see --help)')
+    .recommendCommands()
+    .help()
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`snapfs: ${msg}\n(see 'snapfs --help')\n`);
+      process.exit(EXIT_USAGE);
+    });
+  for (const c of commands) y = c.register(y);
+  skipHelpCache(y);
+  return y;
 }
 
 /**
