@@ -181,7 +181,9 @@ class SourceWalker {
     /** The parent's chunks are all in the index (see BlobIndex.verifiedSnapshot). */
     private readonly parentVerified: boolean,
   ) {
-    this.trees = new TreeReader(repo.blobs, 32 * 1024 * 1024);
+    // Each parent node is read once (subdirectories' read ahead, bypassing the cache): a
+    // small cache is enough for identical subtrees, and a big one is old-space garbage.
+    this.trees = new TreeReader(repo.blobs, 4 * 1024 * 1024);
     this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker, DATA_BUDGET_BYTES, this.io);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
   }

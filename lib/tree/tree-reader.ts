@@ -10,8 +10,10 @@ import { ByteLru } from '../util/lru.js';
 import { CorruptDataError, SnapfsError } from '../errors.js';
 
 export const DEFAULT_TREE_CACHE_BYTES = 16 * 1024 * 1024;
-/** Subtrees read ahead at most per prefetchSubtrees call. */
-const PREFETCH_NODES = 256;
+/** Subtrees read ahead and not yet asked for, at most... */
+const AHEAD_NODES = 256;
+/** ...and what they may cost once decoded (see decodedBytes). */
+const AHEAD_BYTES = 16 * 1024 * 1024;
 
 /**
  * What a decoded node costs in memory: a TreeEntry (object, name Buffer, chunk-list
@@ -24,9 +26,24 @@ function decodedBytes(node: TreeNode, rawBytes: number): number {
   return rawBytes + objects + 256;
 }
 
+function decodeNode(key: string, raw: Buffer): TreeNode {
+  try {
+    return decodeTreeNode(raw);
+  } catch (err) {
+    throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export class TreeReader {
   private readonly cache: ByteLru<string, TreeNode>;
   private readonly loading = new Map<string, Promise<TreeNode>>();
+  /**
+   * Nodes read ahead by prefetchSubtrees, each handed over once, to the first `node` call
+   * for it, and not cached: a walk visits each once, and keeping them (or the LRU full of
+   * them) only made the garbage collector copy them around.
+   */
+  private readonly ahead = new Map<string, { node: Promise<TreeNode>; bytes: number }>();
+  private aheadBytes = 0;
 
   constructor(private readonly blobs: BlobReader, cacheBytes = DEFAULT_TREE_CACHE_BYTES) {
     this.cache = new ByteLru(cacheBytes);
@@ -34,6 +51,12 @@ export class TreeReader {
 
   async node(id: BlobId): Promise<TreeNode> {
     const key = idToHex(id);
+    const early = this.ahead.get(key);
+    if (early) {
+      this.ahead.delete(key);
+      this.aheadBytes -= early.bytes;
+      return early.node;
+    }
     const hit = this.cache.get(key);
     if (hit) return hit;
     return this.loading.get(key) ?? this.load(key, this.blobs.get(id, BlobType.Tree));
@@ -42,19 +65,19 @@ export class TreeReader {
   /**
    * Starts reading the nodes of the directories among `entries` (the subtrees a walk is
    * about to visit), several per read where they lie close together in a pack. Up to
-   * PREFETCH_NODES, and only what is neither cached nor being read; failures are left for
-   * `node` to report when it is asked.
+   * AHEAD_NODES and AHEAD_BYTES (decoded) wait to be asked for; failures are left for
+   * `node` to report when it is.
    */
   prefetchSubtrees(entries: readonly TreeEntry[]): void {
     const ids: BlobId[] = [];
     const keys: string[] = [];
     for (const e of entries) {
+      if (this.ahead.size + ids.length >= AHEAD_NODES || this.aheadBytes >= AHEAD_BYTES) break;
       if (!e.subtree) continue;
       const key = idToHex(e.subtree);
-      if (this.loading.has(key) || this.cache.get(key) !== undefined || keys.includes(key)) continue;
+      if (this.ahead.has(key) || this.loading.has(key) || keys.includes(key)) continue;
       ids.push(e.subtree);
       keys.push(key);
-      if (ids.length >= PREFETCH_NODES) break;
     }
     if (ids.length === 0) return;
     let raws: Array<Promise<Buffer>>;
@@ -63,17 +86,24 @@ export class TreeReader {
     } catch {
       return; // the index cannot be read: `node` will say so
     }
-    for (let i = 0; i < ids.length; i++) this.load(keys[i]!, raws[i]!).catch(() => undefined);
+    for (let i = 0; i < ids.length; i++) {
+      const key = keys[i]!;
+      const slot = { node: raws[i]!.then((raw) => decodeNode(key, raw)), bytes: 0 };
+      slot.node.then(
+        (node) => {
+          if (this.ahead.get(key) !== slot) return; // taken already
+          slot.bytes = decodedBytes(node, 0);
+          this.aheadBytes += slot.bytes;
+        },
+        () => undefined,
+      );
+      this.ahead.set(key, slot);
+    }
   }
 
   private load(key: string, raw: Promise<Buffer>): Promise<TreeNode> {
     const p = raw.then((bytes) => {
-      let node: TreeNode;
-      try {
-        node = decodeTreeNode(bytes);
-      } catch (err) {
-        throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
-      }
+      const node = decodeNode(key, bytes);
       this.cache.set(key, node, decodedBytes(node, bytes.length));
       return node;
     });
