@@ -3,7 +3,7 @@
 // content, so every field of the rule is checked to make a difference, exactly (64-bit
 // inodes, nanosecond times), and changes the fast path must catch are made for real.
 import t from 'tap';
-import { promises as fs } from 'node:fs';
+import { promises as fs, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ScanCursor, decodeScan, scanDir, utimensNoFollow } from '../lib/platform/native.js';
 import { unchangedScannedFile } from '../lib/backup/backup.js';
@@ -11,6 +11,7 @@ import { EntryKind, TreeEntry } from '../lib/format/tree.js';
 import { Repository } from '../lib/store/repository.js';
 import { BlobType } from '../lib/format/pack.js';
 import { runSnapfs, tmpDir } from './helpers/cli.js';
+import { assertTreesEqual } from './helpers/tree-compare.js';
 
 /** The file entry a backup would have stored for a scanned file. */
 function entryOf(st: ReturnType<ScanCursor['entry']>): TreeEntry {
@@ -186,4 +187,43 @@ t.test('several tree blobs read at once give what one by one gives', async (t) =
   }
   const wrongType = await Promise.allSettled(repo.blobs.getMany([ids[0]!], BlobType.Data));
   t.equal((wrongType[0] as PromiseRejectedResult).reason.code, 'CORRUPT_DATA', 'the type is checked');
+});
+
+t.test('a big directory changed past its first 4,096 entries: the unchanged ones are given again by the parent', async (t) => {
+  // Past HOLD_ENTRIES the writer only counts the entries that are the parent's, and reads
+  // them again from the parent tree when the directory turns out changed after all.
+  const work = await tmpDir(t, 'nochange-replay');
+  const src = path.join(work, 'src');
+  const box = path.join(src, 'cur');
+  const repo = path.join(work, 'repo');
+  await fs.mkdir(box, { recursive: true });
+  const n = 10_000;
+  const name = (i: number): string => `${1700000000 + i}.M${i % 997}.host:2,S`;
+  for (let i = 0; i < n; i++) writeFileSync(path.join(box, name(i)), `message ${i}\n${'x'.repeat(i % 40)}\n`);
+  await runSnapfs(['init', repo]);
+  const day1 = await backupJson(repo, src);
+  const day2 = await backupJson(repo, src);
+  t.equal(day2.root, day1.root, 'unchanged: the same tree');
+  t.equal(day2.stats.blobsAdded, 0);
+
+  const listing = async (): Promise<string[]> =>
+    ((await runSnapfs(['ls', repo, 's@last:cur', '--json'])).json.entries as Array<{ name: string }>).map((e) => e.name);
+  const cases: Array<[string, () => Promise<void>]> = [
+    ['a file rewritten at 9,000', () => fs.writeFile(path.join(box, name(9000)), 'rewritten\n')],
+    ['a file deleted at 8,000', () => fs.rm(path.join(box, name(8000)))],
+    ['a file added at the end', () => fs.writeFile(path.join(box, 'zzz-new'), 'new\n')],
+    ['the last file deleted', () => fs.rm(path.join(box, name(n - 1)))],
+  ];
+  for (const [what, change] of cases) {
+    await change();
+    const snap = await backupJson(repo, src);
+    t.not(snap.root, day1.root, `${what}: a new tree`);
+    // The replayed entries cut into the very pages the parent had: only the page with the
+    // change, the index node and the directories above it are new.
+    t.ok(snap.stats.blobsAdded <= 6, `${what}: a few blobs, not the folder (${snap.stats.blobsAdded})`);
+    t.same(await listing(), (await fs.readdir(box)).sort(), `${what}: exactly the names in the folder`);
+  }
+  const out = path.join(work, 'out');
+  await runSnapfs(['restore', repo, 's@last', out]);
+  await assertTreesEqual(t, src, out);
 });

@@ -221,7 +221,9 @@ class SourceWalker {
     const scan = new ScanCursor(await this.scans.run(() => scanDir(abs))); // sorted by name
     // Built as it goes, in windows of entries: a directory of a million messages is never
     // held whole. Unchanged, it keeps the parent's tree id.
-    const tree = new TreeBuilder(this.writer, parentTree !== undefined);
+    // It holds (as long as each entry is the parent's next one, see storeWindow) what the
+    // parent's tree can give again.
+    const tree = new TreeBuilder(this.writer, parentTree !== undefined, parentTree && (() => this.trees.entries(parentTree)));
     let allReused = parentTree !== undefined;
     // The window's entries in name order: unchanged files are settled at once (their
     // parent entry), the rest are `work` and settled together by `entries`.
@@ -235,8 +237,11 @@ class SourceWalker {
           slots[work[k]!.slot] = e;
           if (e !== work[k]!.old || !e) allReused = false;
         }
-        if (!allReused) await tree.stopHolding();
       }
+      // Held entries must be the parent's first ones, in order: from the first window that
+      // is not exactly the parent's next entries (a change, an exclusion, a deletion), the
+      // tree is written.
+      if (!allReused || previous.skipped) await tree.stopHolding();
       for (const e of slots) {
         if (!e) continue;
         const stored = tree.add(e);

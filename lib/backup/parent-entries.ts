@@ -56,6 +56,11 @@ export class ParentEntries {
     }
   }
 
+  /** Whether a parent entry was passed over so far (deleted, or excluded now). */
+  get skipped(): boolean {
+    return this.unmatched > 0;
+  }
+
   /** Whether, after the last match, the parent held entries the scan did not. */
   async leftOver(): Promise<boolean> {
     while (this.pos === this.page.length && !this.done) await this.fill();

@@ -15,8 +15,9 @@ const HOLD_LIMIT_BYTES = 8 * 1024 * 1024;
 
 /**
  * Entries held back unencoded first, up to this many: a directory that turns out identical
- * to its parent's (the common case) is then never encoded at all. Past it they are cut
- * into pages, held as above.
+ * to its parent's (the common case) is then never encoded at all. Past it they are only
+ * counted when the caller can give them again (`replay`), else cut into pages, held as
+ * above.
  */
 const HOLD_ENTRIES = 4096;
 
@@ -40,18 +41,38 @@ export class TreeBuilder {
   private heldBytes = 0;
   /** Entries not yet given to the cutter (while holding). */
   private heldEntries: TreeEntry[] = [];
+  /** Or, past HOLD_ENTRIES: how many were held, the first ones `replay` gives, and the last. */
+  private counted = 0;
+  private lastCounted: TreeEntry | undefined;
 
   /**
    * `holding`: keep pages unstored until `stopHolding` (the caller may yet reuse an
-   * existing tree and `discard` this one).
+   * existing tree and `discard` this one). `replay`: for a caller that holds only while
+   * each entry it adds is the next one of that existing tree, which `replay` gives again
+   * from its first: a huge unchanged directory is then neither encoded nor kept.
    */
-  constructor(private readonly writer: BlobWriter, private holding = false) {}
+  constructor(
+    private readonly writer: BlobWriter,
+    private holding = false,
+    private readonly replay?: () => AsyncIterable<TreeEntry>,
+  ) {}
 
   /** Adds the next entry; a promise only when a page had to be stored (await it then). */
   add(e: TreeEntry): Promise<void> | undefined {
-    if (this.holding && this.heldEntries.length < HOLD_ENTRIES) {
-      this.heldEntries.push(e);
-      return undefined;
+    if (this.holding) {
+      if (this.counted === 0 && this.heldEntries.length < HOLD_ENTRIES) {
+        this.heldEntries.push(e);
+        return undefined;
+      }
+      if (this.replay) {
+        if (this.counted === 0) {
+          this.counted = this.heldEntries.length;
+          this.heldEntries = [];
+        }
+        this.counted++;
+        this.lastCounted = e;
+        return undefined;
+      }
     }
     return this.cut(e);
   }
@@ -63,12 +84,31 @@ export class TreeBuilder {
   }
 
   private async cutHeldEntries(): Promise<void> {
+    if (this.counted > 0) await this.cutReplayed();
     const entries = this.heldEntries;
     this.heldEntries = [];
     for (const e of entries) {
       const page = this.cutter.add(e);
       if (page) await this.page(page);
     }
+  }
+
+  /** The counted entries, given again by `replay`, into pages. */
+  private async cutReplayed(): Promise<void> {
+    const count = this.counted;
+    const last = this.lastCounted!;
+    this.counted = 0;
+    this.lastCounted = undefined;
+    let n = 0;
+    let prev: TreeEntry | undefined;
+    for await (const e of this.replay!()) {
+      const page = this.cutter.add(e);
+      if (page) await this.page(page);
+      prev = e;
+      if (++n === count) break;
+    }
+    // The caller's promise, checked where it is cheap: a wrong tree must never be written.
+    if (n !== count || !prev!.name.equals(last.name)) throw new Error(`tree replay gave ${n} entries ending elsewhere than the ${count} held`);
   }
 
   /** Stores the pages held so far and every later one. */
@@ -99,6 +139,8 @@ export class TreeBuilder {
     this.held = [];
     this.heldBytes = 0;
     this.heldEntries = [];
+    this.counted = 0;
+    this.lastCounted = undefined;
   }
 
   private async page(page: TreePage): Promise<void> {
