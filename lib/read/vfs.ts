@@ -18,7 +18,7 @@
 // again), trees are decoded lazily into TreeReader's bounded cache, file chunks into
 // FileReader's, and big directories are read page by page.
 
-import xxhash from '@node-rs/xxhash';
+import { xxhash } from '../platform/cjs-packages.js';
 import { Repository } from '../store/repository.js';
 import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
 import { EntryKind, TreeEntry } from '../format/tree.js';
