@@ -258,6 +258,7 @@ class SourceWalker {
         const name = scan.buf.toString('utf8', scan.nameStart, scan.nameEnd);
         if (this.excludes.excludes(rel ? `${rel}/${name}` : name, name)) {
           if (old) allReused = false;
+          if (old?.subtree) this.trees.dropAhead(old.subtree);
           continue;
         }
       }

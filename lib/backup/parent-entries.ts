@@ -53,6 +53,7 @@ export class ParentEntries {
       this.pos++;
       if (c === 0) return head;
       this.unmatched++;
+      if (head.subtree) this.trees.dropAhead(head.subtree); // its directory is gone
     }
   }
 

@@ -101,6 +101,15 @@ export class TreeReader {
     }
   }
 
+  /** Drops a subtree read ahead that the walk will not visit (deleted, excluded). */
+  dropAhead(id: BlobId): void {
+    const key = idToHex(id);
+    const early = this.ahead.get(key);
+    if (!early) return;
+    this.ahead.delete(key);
+    this.aheadBytes -= early.bytes;
+  }
+
   private load(key: string, raw: Promise<Buffer>): Promise<TreeNode> {
     const p = raw.then((bytes) => {
       const node = decodeNode(key, bytes);
