@@ -112,9 +112,13 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   setMmapThreshold(MMAP_THRESHOLD_BYTES);
   const session = await repo.beginWrite('backup');
   try {
-    await repo.checkSecret();
     const catalog = new SnapshotCatalog(repo.snapshots);
-    const parent = await catalog.latest(opts.source);
+    // The records are read while the secret is checked (both mostly wait for the disk);
+    // a wrong secret is still the error reported first.
+    const latest = catalog.latest(opts.source);
+    latest.catch(() => undefined);
+    await repo.checkSecret();
+    const parent = await latest;
     const generation = (parent?.generation ?? 0) + 1;
     // Whether every chunk the parent references is known to be indexed; if not, each
     // unchanged file's chunks are looked up before its entry is reused.
