@@ -1,8 +1,10 @@
 // Shared plumbing of the commands: open a repository for the duration of a command,
 // and show names (raw bytes) safely.
-import { Repository } from '../lib/store/repository.js';
+import type { Repository } from '../lib/store/repository.js';
 
 export async function withRepository<T>(root: string, fn: (repo: Repository) => Promise<T>, readOnly = false): Promise<T> {
+  // Loaded here, not at start-up: `snapfs --help` and the like need none of it.
+  const { Repository } = await import('../lib/store/repository.js');
   const repo = await Repository.open(root, { readOnly });
   try {
     return await fn(repo);

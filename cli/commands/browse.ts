@@ -4,7 +4,6 @@ import { withRepository, displayName, jsonName } from '../context.js';
 import { Output, StdoutStream, formatBytes } from '../output.js';
 import { SnapshotCatalog, parseSnapshotSpec } from '../../lib/snapshot/catalog.js';
 import { TreeReader, pathComponents } from '../../lib/tree/tree-reader.js';
-import { FileReader } from '../../lib/read/file-reader.js';
 import { idFromHex } from '../../lib/format/blob-id.js';
 import { EntryKind, TreeEntry } from '../../lib/format/tree.js';
 import { SnapfsError } from '../../lib/errors.js';
@@ -120,6 +119,7 @@ export function register(y: Argv): Argv {
           const trees = new TreeReader(repo.blobs);
           const { entry } = await trees.resolve(idFromHex(snap.root), pathComponents(spec.path!), argv.spec);
           if (!entry || entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', `${argv.spec}: not a regular file`);
+          const { FileReader } = await import('../../lib/read/file-reader.js');
           const files = new FileReader(repo.blobs);
           const file = files.open(entry);
           const step = 4 * 1024 * 1024;

@@ -3,7 +3,7 @@ import { withRepository, displayName } from '../context.js';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { ProgressLine } from '../progress.js';
 import { EXIT_BY_CODE } from '../exit-codes.js';
-import { CheckProblem, check } from '../../lib/ops/check.js';
+import type { CheckProblem } from '../../lib/ops/check.js';
 
 export function register(y: Argv): Argv {
   return y.command(
@@ -16,6 +16,7 @@ export function register(y: Argv): Argv {
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });
+      const { check } = await import('../../lib/ops/check.js');
       let bar = new ProgressLine();
       let phase = '';
       const result = await withRepository(argv.repo, (repo) =>

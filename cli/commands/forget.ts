@@ -1,7 +1,6 @@
 import type { Argv } from 'yargs';
 import { withRepository } from '../context.js';
 import { Output } from '../output.js';
-import { forget } from '../../lib/ops/forget.js';
 
 export function register(y: Argv): Argv {
   return y.command(
@@ -19,6 +18,7 @@ export function register(y: Argv): Argv {
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });
+      const { forget } = await import('../../lib/ops/forget.js');
       const result = await withRepository(argv.repo, (repo) =>
         forget(repo, {
           source: argv.source,

@@ -1,5 +1,4 @@
 import type { Argv } from 'yargs';
-import { Repository } from '../../lib/store/repository.js';
 import { Output } from '../output.js';
 import { InvalidArgumentError } from '../../lib/errors.js';
 
@@ -22,6 +21,7 @@ export function register(y: Argv): Argv {
         if (!Number.isInteger(avg) || avg < 256 || (avg & (avg - 1)) !== 0) throw new InvalidArgumentError(`--chunk-avg must be a power of two >= 256, got ${avg}`);
         chunker = { minSize: avg / 4, avgSize: avg, maxSize: avg * 4 };
       }
+      const { Repository } = await import('../../lib/store/repository.js');
       const config = await Repository.init(argv.repo, { chunker, packTargetBytes: argv['pack-size'], compressionLevel: argv['compression-level'] });
       out.info(`created snapfs repository ${config.id} at ${argv.repo}`);
       out.json({ repository: argv.repo, id: config.id, version: config.version, chunker: { minSize: config.chunker.minSize, avgSize: config.chunker.avgSize, maxSize: config.chunker.maxSize } });

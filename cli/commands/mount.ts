@@ -3,16 +3,17 @@
 // Without --foreground, `mount` starts itself again as a detached process that serves the
 // mount (with --foreground), waits until that process reports over an IPC channel that
 // the kernel has the mount (or why it failed), and returns. The serving process keeps a
-// pid file in REPO/run/ and a log next to it.
+// pid file in REPO/run/ and a log next to it. The repository, the file system and FUSE
+// are loaded when a mount command runs, not at the start of every snapfs command.
 import type { Argv } from 'yargs';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Repository } from '../../lib/store/repository.js';
-import { Vfs } from '../../lib/read/vfs.js';
-import { MountedFs, canonicalMountPoint, findMount, prepareMountPoint, unmountPath } from '../../lib/fuse/mount.js';
+import type { Repository } from '../../lib/store/repository.js';
+import type { Vfs } from '../../lib/read/vfs.js';
+import type { MountedFs } from '../../lib/fuse/mount.js';
 import { SnapfsError, ErrorCode } from '../../lib/errors.js';
 import { Output } from '../output.js';
 
@@ -76,6 +77,7 @@ export function register(y: Argv): Argv {
       (a) => a.positional('mnt', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
       async (argv) => {
         const out = new Output({ json: argv.json });
+        const { canonicalMountPoint, findMount, unmountPath } = await import('../../lib/fuse/mount.js');
         const mnt = await canonicalMountPoint(argv.mnt);
         const m = await findMount(mnt);
         if (!m) throw new SnapfsError('INVALID_ARGUMENT', `${mnt} is not mounted`);
@@ -105,6 +107,8 @@ const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
 async function startDaemon(args: MountArgs): Promise<void> {
   const out = new Output({ json: args.json });
   const repository = path.resolve(args.repo);
+  const { canonicalMountPoint } = await import('../../lib/fuse/mount.js');
+  const { Repository } = await import('../../lib/store/repository.js');
   const mnt = await canonicalMountPoint(args.mnt);
   // Fail fast, in this process, on what is easy to check.
   const repo = await Repository.open(repository, { readOnly: true });
@@ -168,6 +172,9 @@ async function serve(args: MountArgs): Promise<void> {
     });
 
   const repository = path.resolve(args.repo);
+  const { MountedFs, canonicalMountPoint, prepareMountPoint } = await import('../../lib/fuse/mount.js');
+  const { Vfs } = await import('../../lib/read/vfs.js');
+  const { Repository } = await import('../../lib/store/repository.js');
   const mnt = await canonicalMountPoint(args.mnt);
   let repo: Repository | undefined;
   let vfs: Vfs | undefined;

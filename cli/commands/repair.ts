@@ -2,7 +2,6 @@ import type { Argv } from 'yargs';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { ProgressLine } from '../progress.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
-import { repairIndex } from '../../lib/ops/repair-index.js';
 
 export function register(y: Argv): Argv {
   return y.command('repair', 'rebuild damaged repository structures', (a) =>
@@ -18,6 +17,7 @@ export function register(y: Argv): Argv {
         async (argv) => {
           const out = new Output({ json: argv.json });
           const bar = new ProgressLine();
+          const { repairIndex } = await import('../../lib/ops/repair-index.js');
           const result = await repairIndex(argv.repo, {
             readData: argv['read-data'],
             onProgress: (p) => out.progress(bar.line('reading packs', p.done, p.total, p.unit)),

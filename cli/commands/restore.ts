@@ -2,9 +2,6 @@ import type { Argv } from 'yargs';
 import { withRepository } from '../context.js';
 import { Output, formatBytes } from '../output.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
-import { SnapshotCatalog, parseSnapshotSpec } from '../../lib/snapshot/catalog.js';
-import { restore } from '../../lib/ops/restore.js';
-import { restoreAllSources } from '../../lib/ops/restore-all.js';
 import { SnapfsError } from '../../lib/errors.js';
 
 export function register(y: Argv): Argv {
@@ -25,6 +22,7 @@ export function register(y: Argv): Argv {
     async (argv) => {
       const out = new Output({ json: argv.json });
       if (argv['all-sources']) {
+        const { restoreAllSources } = await import('../../lib/ops/restore-all.js');
         if (!argv.spec.startsWith('@')) throw new SnapfsError('INVALID_ARGUMENT', `with --all-sources the spec is @DATE or @last, got ${JSON.stringify(argv.spec)}`);
         const result = await withRepository(argv.repo, (repo) =>
           restoreAllSources(repo, argv.spec.slice(1), argv.target, {
@@ -48,6 +46,8 @@ export function register(y: Argv): Argv {
         if (bad > 0) process.exitCode = EXIT_PARTIAL;
         return;
       }
+      const { SnapshotCatalog, parseSnapshotSpec } = await import('../../lib/snapshot/catalog.js');
+      const { restore } = await import('../../lib/ops/restore.js');
       const spec = parseSnapshotSpec(argv.spec);
       const stats = await withRepository(argv.repo, async (repo) => {
         const snap = await new SnapshotCatalog(repo.snapshots).resolve(spec.source, spec.snapshot);

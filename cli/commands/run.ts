@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { ProgressLine } from '../progress.js';
 import { EXIT_FAILURE, EXIT_PARTIAL } from '../exit-codes.js';
-import { RunSummary, loadRunConfig, runJob } from '../../lib/ops/run.js';
+import type { RunSummary } from '../../lib/ops/run.js';
 import { pruneSummary } from './prune.js';
 
 export function register(y: Argv): Argv {
@@ -15,6 +15,7 @@ export function register(y: Argv): Argv {
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });
+      const { loadRunConfig, runJob } = await import('../../lib/ops/run.js');
       const config = await loadRunConfig(argv.config);
       let bar = new ProgressLine();
       const summary = await runJob(config, {

@@ -2,7 +2,6 @@ import type { Argv } from 'yargs';
 import { promises as fs } from 'node:fs';
 import { withRepository } from '../context.js';
 import { Output, formatBytes } from '../output.js';
-import { SnapshotCatalog } from '../../lib/snapshot/catalog.js';
 
 export function register(y: Argv): Argv {
   return y.command(
@@ -11,6 +10,7 @@ export function register(y: Argv): Argv {
     (a) => a.positional('repo', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
     async (argv) => {
       const out = new Output({ json: argv.json });
+      const { SnapshotCatalog } = await import('../../lib/snapshot/catalog.js');
       const result = await withRepository(argv.repo, async (repo) => {
         const snaps = await new SnapshotCatalog(repo.snapshots).all();
         let packBytes = 0;

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { listXattrs, scanDir, scanRecords, setMmapThreshold, ScannedEntry } from '../platform/native.js';
+import { listXattrs, scanDir, setMmapThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -65,6 +65,8 @@ const WINDOW_ENTRIES = 4096;
 interface WorkItem {
   st: ScannedEntry;
   old?: TreeEntry;
+  /** Its place in the window. */
+  slot: number;
 }
 
 /**
@@ -110,9 +112,13 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   setMmapThreshold(MMAP_THRESHOLD_BYTES);
   const session = await repo.beginWrite('backup');
   try {
-    await repo.checkSecret();
     const catalog = new SnapshotCatalog(repo.snapshots);
-    const parent = await catalog.latest(opts.source);
+    // The records are read while the secret is checked (both mostly wait for the disk);
+    // a wrong secret is still the error reported first.
+    const latest = catalog.latest(opts.source);
+    latest.catch(() => undefined);
+    await repo.checkSecret();
+    const parent = await latest;
     const generation = (parent?.generation ?? 0) + 1;
     // Whether every chunk the parent references is known to be indexed; if not, each
     // unchanged file's chunks are looked up before its entry is reused.
@@ -179,7 +185,9 @@ class SourceWalker {
     /** The parent's chunks are all in the index (see BlobIndex.verifiedSnapshot). */
     private readonly parentVerified: boolean,
   ) {
-    this.trees = new TreeReader(repo.blobs, 32 * 1024 * 1024);
+    // Each parent node is read once (subdirectories' read ahead, bypassing the cache): a
+    // small cache is enough for identical subtrees, and a big one is old-space garbage.
+    this.trees = new TreeReader(repo.blobs, 4 * 1024 * 1024);
     this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker, DATA_BUDGET_BYTES, this.io);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
   }
@@ -211,37 +219,64 @@ class SourceWalker {
   }
 
   private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
-    const scan = await this.scans.run(() => scanDir(abs)); // sorted by name
+    // The parent's first page is read while the directory is scanned.
     const previous = new ParentEntries(this.trees, parentTree, (err) =>
       this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again'));
+    const scan = new ScanCursor(await this.scans.run(() => scanDir(abs))); // sorted by name
     // Built as it goes, in windows of entries: a directory of a million messages is never
     // held whole. Unchanged, it keeps the parent's tree id.
-    const tree = new TreeBuilder(this.writer, parentTree !== undefined);
+    // It holds (as long as each entry is the parent's next one, see storeWindow) what the
+    // parent's tree can give again.
+    const tree = new TreeBuilder(this.writer, parentTree !== undefined, parentTree && (() => this.trees.entries(parentTree)));
     let allReused = parentTree !== undefined;
-    let window: WorkItem[] = [];
+    // The window's entries in name order: unchanged files are settled at once (their
+    // parent entry), the rest are `work` and settled together by `entries`.
+    let slots: Array<TreeEntry | undefined> = [];
+    let work: WorkItem[] = [];
     const storeWindow = async (): Promise<void> => {
-      const results = await this.entries(abs, rel, window);
-      for (let k = 0; k < window.length; k++) {
-        const e = results[k];
-        if (e !== window[k]!.old || !e) {
-          allReused = false;
-          await tree.stopHolding();
+      if (work.length > 0) {
+        const results = await this.entries(abs, rel, work);
+        for (let k = 0; k < work.length; k++) {
+          const e = results[k];
+          slots[work[k]!.slot] = e;
+          if (e !== work[k]!.old || !e) allReused = false;
         }
-        if (e) await tree.add(e);
       }
-      window = [];
+      // Held entries must be the parent's first ones, in order: from the first window that
+      // is not exactly the parent's next entries (a change, an exclusion, a deletion), the
+      // tree is written.
+      if (!allReused || previous.skipped) await tree.stopHolding();
+      for (const e of slots) {
+        if (!e) continue;
+        const stored = tree.add(e);
+        if (stored) await stored;
+      }
+      slots = [];
+      work = [];
     };
-    for (const st of scanRecords(scan)) {
-      const old = await previous.match(st.name);
-      if (!this.excludes.empty) {
-        const name = st.name.toString('utf8');
+    const filterNames = !this.excludes.empty;
+    while (scan.next()) {
+      let old = previous.match(scan);
+      if (old instanceof Promise) old = await old;
+      if (filterNames) {
+        const name = scan.buf.toString('utf8', scan.nameStart, scan.nameEnd);
         if (this.excludes.excludes(rel ? `${rel}/${name}` : name, name)) {
           if (old) allReused = false;
+          if (old?.subtree) this.trees.dropAhead(old.subtree);
           continue;
         }
       }
-      window.push({ st, old });
-      if (window.length >= WINDOW_ENTRIES) await storeWindow();
+      // The common case, before any allocation: an unchanged file keeps its entry.
+      if (old && this.unchangedScanned(scan, old)) {
+        slots.push(old);
+        this.stats.files++;
+        this.stats.bytesTotal += old.size;
+        this.stats.filesUnchanged++;
+      } else {
+        work.push({ st: scan.entry(), old, slot: slots.length });
+        slots.push(undefined);
+      }
+      if (slots.length >= WINDOW_ENTRIES) await storeWindow();
     }
     await storeWindow();
     if (allReused && !previous.damaged && !(await previous.leftOver())) {
@@ -249,6 +284,11 @@ class SourceWalker {
       return parentTree!;
     }
     return tree.finish();
+  }
+
+  /** An unchanged file whose chunks are all indexed: its parent entry is reused. */
+  private unchangedScanned(scan: ScanCursor, old: TreeEntry): boolean {
+    return unchangedScannedFile(scan, old) && this.chunksIndexed(old);
   }
 
   /** The entries for a window of scanned names, in its order; undefined where skipped. */
@@ -488,6 +528,24 @@ function sameFileVersion(old: TreeEntry, now: Pick<TreeEntry, 'size' | 'mtimeNs'
 
 function unchangedFile(old: TreeEntry, st: ScannedEntry): boolean {
   return old.kind === EntryKind.File && sameFileVersion(old, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, inode: st.ino, device: st.dev });
+}
+
+/**
+ * The unchanged-file rule of `unchangedFile`, read straight from the scan's current record
+ * (no ScannedEntry made): a regular file, stat'ed without error, whose size, mtime, ctime,
+ * inode and device are exactly those of the parent's file entry.
+ */
+export function unchangedScannedFile(scan: ScanCursor, old: TreeEntry): boolean {
+  return (
+    old.kind === EntryKind.File &&
+    scan.errno === 0 &&
+    (scan.mode & S_IFMT) === 0o100000 &&
+    scan.size === old.size &&
+    scan.dev === old.device &&
+    scan.inoIs(old.inode) &&
+    scan.mtimeIs(old.mtimeNs) &&
+    scan.ctimeIs(old.ctimeNs)
+  );
 }
 
 /** Returns the parent's entry object when nothing differs, so `since` carries forward. */

@@ -92,6 +92,12 @@ export class BinaryWriter {
 export class BinaryReader {
   pos: number;
   readonly end: number;
+  /**
+   * For 64-bit reads: DataView's are builtins that make one BigInt, where Buffer's
+   * readBig*64LE are JavaScript doing several BigInt operations (slow before the JIT
+   * warms up, and a tree holds three per entry).
+   */
+  private view: DataView | undefined;
 
   constructor(private readonly buf: Buffer, start = 0, end = buf.length, private readonly what = 'record') {
     this.pos = start;
@@ -129,14 +135,16 @@ export class BinaryReader {
 
   u64(): bigint {
     this.need(8);
-    const v = this.buf.readBigUInt64LE(this.pos);
+    this.view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    const v = this.view.getBigUint64(this.pos, true);
     this.pos += 8;
     return v;
   }
 
   i64(): bigint {
     this.need(8);
-    const v = this.buf.readBigInt64LE(this.pos);
+    this.view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    const v = this.view.getBigInt64(this.pos, true);
     this.pos += 8;
     return v;
   }

@@ -277,7 +277,8 @@ export interface TreePage {
  * disturbs one page.
  */
 export class PageCutter {
-  private w = new BinaryWriter(PAGE_MIN_BYTES * 2);
+  /** Made with the page's first entry: a directory reused whole never needs one. */
+  private w: BinaryWriter | undefined;
   private count = 0;
   private firstName: Buffer = Buffer.alloc(0); // the empty directory's one page
   private lastName: Buffer | undefined;
@@ -289,9 +290,10 @@ export class PageCutter {
     if (this.lastName && compareNames(this.lastName, e.name) >= 0) throw new CorruptDataError('tree: entries not sorted or duplicated');
     this.lastName = e.name;
     if (this.count === 0) this.firstName = e.name;
-    encodeEntry(this.w, e);
+    const w = (this.w ??= new BinaryWriter(PAGE_MIN_BYTES * 2));
+    encodeEntry(w, e);
     this.count++;
-    const size = this.w.length;
+    const size = w.length;
     if (size >= PAGE_MAX_BYTES || (size >= PAGE_MIN_BYTES && (hash32(e.name) & PAGE_CUT_MASK) === 0)) return this.cut();
     return undefined;
   }
@@ -303,8 +305,8 @@ export class PageCutter {
 
   private cut(): TreePage {
     const header = new BinaryWriter(16).u8(TREE_FORMAT_VERSION).u8(NODE_LEAF).varint(this.count).finish();
-    const page = { firstName: this.firstName, count: this.count, bytes: Buffer.concat([header, this.w.finish()]) };
-    this.w = new BinaryWriter(PAGE_MIN_BYTES * 2);
+    const page = { firstName: this.firstName, count: this.count, bytes: Buffer.concat([header, this.w?.finish() ?? Buffer.alloc(0)]) };
+    this.w = undefined;
     this.count = 0;
     this.pagesCut++;
     return page;

@@ -165,28 +165,46 @@ const FIXED = 2 + 4 * 4 + 5 * 8 + 3 * 12 + 4;
 
 const NS = 1_000_000_000n;
 const U32 = 0x1_0000_0000;
+const U53 = 2 ** 53;
+
+/** A u64 read as two u32 halves: faster than BigInt, exact below 2^53. */
+function u64(buf: Buffer, o: number): number {
+  return buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * U32;
+}
+
+/** A time stored as i64 seconds and u32 nanoseconds, in ns. */
+function time(buf: Buffer, o: number): bigint {
+  const sec = buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * U32;
+  return BigInt(sec) * NS + BigInt(buf.readUInt32LE(o + 8));
+}
+
+/** Whether the u64 at `o` is `v`: compared as two u32 halves, exactly, without a BigInt. */
+function sameU64(buf: Buffer, o: number, v: bigint): boolean {
+  const n = Number(v); // exact when below 2^53, where it is compared in full below
+  if (n < U53) return n === u64(buf, o);
+  return buf.readBigUInt64LE(o) === v;
+}
+
+/** Whether the time at `o` is `ns` exactly (a few small BigInts: cheap beside the rest). */
+function sameTime(buf: Buffer, o: number, ns: bigint): boolean {
+  return time(buf, o) === ns;
+}
 
 /** The fixed stat fields at `q` (the layout scanDir and readSmallFile share). */
 function decodeStat(buf: Buffer, q: number): Omit<ScannedEntry, 'name' | 'errno'> {
-  // u64 read as two u32 halves: faster than BigInt, exact below 2^53
-  const u64 = (o: number): number => buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * U32;
-  const time = (o: number): bigint => {
-    const sec = buf.readUInt32LE(o) + buf.readInt32LE(o + 4) * U32;
-    return BigInt(sec) * NS + BigInt(buf.readUInt32LE(o + 8));
-  };
   return {
     mode: buf.readUInt32LE(q),
     uid: buf.readUInt32LE(q + 4),
     gid: buf.readUInt32LE(q + 8),
     nlink: buf.readUInt32LE(q + 12),
     ino: buf.readBigUInt64LE(q + 16),
-    size: u64(q + 24),
-    blocks: u64(q + 32),
-    rdev: u64(q + 40),
-    dev: u64(q + 48),
-    atimeNs: time(q + 56),
-    mtimeNs: time(q + 68),
-    ctimeNs: time(q + 80),
+    size: u64(buf, q + 24),
+    blocks: u64(buf, q + 32),
+    rdev: u64(buf, q + 40),
+    dev: u64(buf, q + 48),
+    atimeNs: time(buf, q + 56),
+    mtimeNs: time(buf, q + 68),
+    ctimeNs: time(buf, q + 80),
   };
 }
 
@@ -194,14 +212,77 @@ function decodeStat(buf: Buffer, q: number): Omit<ScannedEntry, 'name' | 'errno'
  * is walked without a million objects alive at once. Names are copies, not views, so
  * the big scan buffer is not kept alive by them. */
 export function* scanRecords(buf: Buffer): Generator<ScannedEntry> {
-  let p = 0;
-  while (p < buf.length) {
+  const cursor = new ScanCursor(buf);
+  while (cursor.next()) yield cursor.entry();
+}
+
+/**
+ * Steps through scanDir's packed records and reads single fields of the current one in
+ * place: the writer compares an unchanged file with its previous version without
+ * building an object (or a name copy) for it.
+ */
+export class ScanCursor {
+  /** The current record's name is buf[nameStart, nameEnd); its fixed fields follow. */
+  nameStart = 0;
+  nameEnd = 0;
+  private following = 0;
+
+  constructor(readonly buf: Buffer) {}
+
+  /** Moves to the next record; false after the last. */
+  next(): boolean {
+    const buf = this.buf;
+    const p = this.following;
+    if (p >= buf.length) return false;
     if (p + 2 > buf.length) throw new RangeError('decodeScan: truncated record');
     const nameLen = buf.readUInt16LE(p);
     if (p + FIXED + nameLen > buf.length) throw new RangeError('decodeScan: truncated record');
-    const q = p + 2 + nameLen;
-    yield { name: Buffer.from(buf.subarray(p + 2, q)), ...decodeStat(buf, q), errno: buf.readInt32LE(q + 92) };
-    p += FIXED + nameLen;
+    this.nameStart = p + 2;
+    this.nameEnd = p + 2 + nameLen;
+    this.following = p + FIXED + nameLen;
+    return true;
+  }
+
+  /** The whole current record, its name copied. */
+  entry(): ScannedEntry {
+    const q = this.nameEnd;
+    return { name: Buffer.from(this.buf.subarray(this.nameStart, q)), ...decodeStat(this.buf, q), errno: this.errno };
+  }
+
+  /** Buffer.compare(current name, name) without a copy of the current name. */
+  compareName(name: Buffer): number {
+    return this.buf.compare(name, 0, name.length, this.nameStart, this.nameEnd);
+  }
+
+  get mode(): number {
+    return this.buf.readUInt32LE(this.nameEnd);
+  }
+
+  get size(): number {
+    return u64(this.buf, this.nameEnd + 24);
+  }
+
+  get dev(): number {
+    return u64(this.buf, this.nameEnd + 48);
+  }
+
+  get errno(): number {
+    return this.buf.readInt32LE(this.nameEnd + 92);
+  }
+
+  /** Whether the inode number is `ino` (no BigInt made for the comparison). */
+  inoIs(ino: bigint): boolean {
+    return sameU64(this.buf, this.nameEnd + 16, ino);
+  }
+
+  /** Whether the mtime is `ns` exactly. */
+  mtimeIs(ns: bigint): boolean {
+    return sameTime(this.buf, this.nameEnd + 68, ns);
+  }
+
+  /** Whether the ctime is `ns` exactly. */
+  ctimeIs(ns: bigint): boolean {
+    return sameTime(this.buf, this.nameEnd + 80, ns);
   }
 }
 

@@ -65,12 +65,60 @@ export class BlobReader {
     }
   }
 
+  /**
+   * Several blobs at once, each as `get` gives it, for reads known to come (a directory's
+   * subtrees): blobs close together in one pack are read with one `read`. A range that
+   * fails is read again blob by blob with `get`, which reports each failure as usual.
+   */
+  getMany(ids: readonly BlobId[], type?: BlobType): Array<Promise<Buffer>> {
+    const out = new Array<Promise<Buffer>>(ids.length);
+    const wanted: Array<{ i: number; loc: BlobLocation }> = [];
+    for (let i = 0; i < ids.length; i++) {
+      const loc = this.index.lookup(ids[i]!);
+      if (loc) wanted.push({ i, loc });
+      else out[i] = this.get(ids[i]!, type); // reports it missing
+    }
+    wanted.sort((a, b) => Buffer.compare(a.loc.pack, b.loc.pack) || a.loc.offset - b.loc.offset);
+    for (let k = 0; k < wanted.length; ) {
+      const first = wanted[k]!.loc;
+      let end = first.offset + BLOB_HEADER_BYTES + first.storedLength;
+      let n = 1;
+      for (; k + n < wanted.length; n++) {
+        const next = wanted[k + n]!.loc;
+        const nextEnd = next.offset + BLOB_HEADER_BYTES + next.storedLength;
+        if (!next.pack.equals(first.pack) || next.offset < end || next.offset - end > RANGE_GAP_BYTES || nextEnd - first.offset > RANGE_MAX_BYTES) break;
+        end = nextEnd;
+      }
+      const run = wanted.slice(k, k + n);
+      const range = this.packs.read(first.pack, first.offset, end - first.offset);
+      range.catch(() => undefined); // each blob then falls back to `get`
+      for (const { i, loc } of run) {
+        const at = loc.offset - first.offset;
+        out[i] = range.then(
+          (buf) => {
+            const raw = decodeStoredBlob(this.hasher, loc.id, loc, buf.subarray(at, at + BLOB_HEADER_BYTES + loc.storedLength), type);
+            // A blob stored uncompressed is a view of the range: copied, not to keep it all.
+            return raw.buffer === buf.buffer ? Buffer.from(raw) : raw;
+          },
+          () => this.get(loc.id, type),
+        );
+      }
+      k += n;
+    }
+    return out;
+  }
+
   private locate(id: BlobId): BlobLocation {
     const loc = this.index.lookup(id);
     if (!loc) throw new SnapfsError('BLOB_NOT_FOUND', `blob ${idToHex(id)} is not in the index (damaged repository?)`);
     return loc;
   }
 }
+
+/** getMany reads two blobs of a pack with one `read` when at most this far apart... */
+const RANGE_GAP_BYTES = 64 * 1024;
+/** ...and reads at most this much at once. */
+const RANGE_MAX_BYTES = 4 * 1024 * 1024;
 
 /** A failed pack read as a SnapfsError (EIO, EACCES, EISDIR...: never an internal error). */
 function packError(err: unknown, pack: Buffer): SnapfsError {

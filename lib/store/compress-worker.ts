@@ -4,7 +4,7 @@
 // buffers one by one. Frames are written into one reused scratch buffer, so that the
 // only allocation per batch is the result itself.
 import { parentPort, workerData } from 'node:worker_threads';
-import binding from 'zstd-napi/binding.js';
+import { zstd as binding } from '../platform/cjs-packages.js';
 import type { CompressJob, CompressResult } from './compression.js';
 
 const cctx = new binding.CCtx();

@@ -6,7 +6,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import binding from 'zstd-napi/binding.js';
+import { zstd as binding } from '../platform/cjs-packages.js';
 import { CorruptDataError } from '../errors.js';
 import { zstdDecompress } from '../platform/native.js';
 

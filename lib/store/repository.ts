@@ -3,7 +3,7 @@
 
 import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import xxhash from '@node-rs/xxhash';
+import { xxhash } from '../platform/cjs-packages.js';
 import { RepoLayout } from './layout.js';
 import { writeFileAtomic, exists } from './files.js';
 import { BlobIndex } from './blob-index.js';

@@ -7,6 +7,9 @@ import { RepoLayout } from './layout.js';
 import { writeFileAtomic } from './files.js';
 import { SnapshotRecord, decodeSnapshot, encodeSnapshot } from '../format/snapshot.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
+import { mapLimit } from '../util/semaphore.js';
+
+const READ_CONCURRENCY = 16;
 
 export interface SnapshotLoadResult {
   records: SnapshotRecord[];
@@ -44,18 +47,24 @@ export class SnapshotStore {
     const live = new Set(names);
     for (const k of this.cache.keys()) if (!live.has(k)) this.cache.delete(k);
     const damaged: SnapshotLoadResult['damaged'] = [];
-    for (const name of names) {
-      if (!/^[0-9a-f]{32}\.json$/.test(name) || this.cache.has(name)) continue;
+    // Read several at a time: a repository of a few years holds thousands of records,
+    // and each is three round trips to the thread pool.
+    const unread = names.filter((name) => /^[0-9a-f]{32}\.json$/.test(name) && !this.cache.has(name));
+    const read = await mapLimit(unread, READ_CONCURRENCY, async (name) => {
       const file = `${this.layout.snapshots}/${name}`;
       try {
         const rec = decodeSnapshot(await fs.readFile(file), file);
         if (`${rec.id}.json` !== name) throw new Error(`record id ${rec.id} does not match its file name`);
-        this.cache.set(name, rec);
+        return rec;
       } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue; // forgotten meanwhile
-        damaged.push({ file, error: (err as Error).message });
+        if (errnoCode(err) === 'ENOENT') return undefined; // forgotten meanwhile
+        return { file, error: (err as Error).message };
       }
-    }
+    });
+    read.forEach((r, i) => {
+      if (r && 'error' in r) damaged.push(r);
+      else if (r) this.cache.set(unread[i]!, r);
+    });
     const records = [...this.cache.values()].sort(compareSnapshots);
     return { records, damaged };
   }

@@ -10,6 +10,10 @@ import { ByteLru } from '../util/lru.js';
 import { CorruptDataError, SnapfsError } from '../errors.js';
 
 export const DEFAULT_TREE_CACHE_BYTES = 16 * 1024 * 1024;
+/** Subtrees read ahead and not yet asked for, at most... */
+const AHEAD_NODES = 256;
+/** ...and what they may cost once decoded (see decodedBytes). */
+const AHEAD_BYTES = 16 * 1024 * 1024;
 
 /**
  * What a decoded node costs in memory: a TreeEntry (object, name Buffer, chunk-list
@@ -22,9 +26,24 @@ function decodedBytes(node: TreeNode, rawBytes: number): number {
   return rawBytes + objects + 256;
 }
 
+function decodeNode(key: string, raw: Buffer): TreeNode {
+  try {
+    return decodeTreeNode(raw);
+  } catch (err) {
+    throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export class TreeReader {
   private readonly cache: ByteLru<string, TreeNode>;
   private readonly loading = new Map<string, Promise<TreeNode>>();
+  /**
+   * Nodes read ahead by prefetchSubtrees, each handed over once, to the first `node` call
+   * for it, and not cached: a walk visits each once, and keeping them (or the LRU full of
+   * them) only made the garbage collector copy them around.
+   */
+  private readonly ahead = new Map<string, { node: Promise<TreeNode>; bytes: number }>();
+  private aheadBytes = 0;
 
   constructor(private readonly blobs: BlobReader, cacheBytes = DEFAULT_TREE_CACHE_BYTES) {
     this.cache = new ByteLru(cacheBytes);
@@ -32,23 +51,73 @@ export class TreeReader {
 
   async node(id: BlobId): Promise<TreeNode> {
     const key = idToHex(id);
+    const early = this.ahead.get(key);
+    if (early) {
+      this.ahead.delete(key);
+      this.aheadBytes -= early.bytes;
+      return early.node;
+    }
     const hit = this.cache.get(key);
     if (hit) return hit;
-    let p = this.loading.get(key);
-    if (!p) {
-      p = this.blobs.get(id, BlobType.Tree).then((raw) => {
-        let node: TreeNode;
-        try {
-          node = decodeTreeNode(raw);
-        } catch (err) {
-          throw new CorruptDataError(`tree ${key}: ${(err as Error).message}`, { cause: err });
-        }
-        this.cache.set(key, node, decodedBytes(node, raw.length));
-        return node;
-      });
-      this.loading.set(key, p);
-      p.then(() => this.loading.delete(key), () => this.loading.delete(key));
+    return this.loading.get(key) ?? this.load(key, this.blobs.get(id, BlobType.Tree));
+  }
+
+  /**
+   * Starts reading the nodes of the directories among `entries` (the subtrees a walk is
+   * about to visit), several per read where they lie close together in a pack. Up to
+   * AHEAD_NODES and AHEAD_BYTES (decoded) wait to be asked for; failures are left for
+   * `node` to report when it is.
+   */
+  prefetchSubtrees(entries: readonly TreeEntry[]): void {
+    const ids: BlobId[] = [];
+    const keys: string[] = [];
+    for (const e of entries) {
+      if (this.ahead.size + ids.length >= AHEAD_NODES || this.aheadBytes >= AHEAD_BYTES) break;
+      if (!e.subtree) continue;
+      const key = idToHex(e.subtree);
+      if (this.ahead.has(key) || this.loading.has(key) || keys.includes(key)) continue;
+      ids.push(e.subtree);
+      keys.push(key);
     }
+    if (ids.length === 0) return;
+    let raws: Array<Promise<Buffer>>;
+    try {
+      raws = this.blobs.getMany(ids, BlobType.Tree);
+    } catch {
+      return; // the index cannot be read: `node` will say so
+    }
+    for (let i = 0; i < ids.length; i++) {
+      const key = keys[i]!;
+      const slot = { node: raws[i]!.then((raw) => decodeNode(key, raw)), bytes: 0 };
+      slot.node.then(
+        (node) => {
+          if (this.ahead.get(key) !== slot) return; // taken already
+          slot.bytes = decodedBytes(node, 0);
+          this.aheadBytes += slot.bytes;
+        },
+        () => undefined,
+      );
+      this.ahead.set(key, slot);
+    }
+  }
+
+  /** Drops a subtree read ahead that the walk will not visit (deleted, excluded). */
+  dropAhead(id: BlobId): void {
+    const key = idToHex(id);
+    const early = this.ahead.get(key);
+    if (!early) return;
+    this.ahead.delete(key);
+    this.aheadBytes -= early.bytes;
+  }
+
+  private load(key: string, raw: Promise<Buffer>): Promise<TreeNode> {
+    const p = raw.then((bytes) => {
+      const node = decodeNode(key, bytes);
+      this.cache.set(key, node, decodedBytes(node, bytes.length));
+      return node;
+    });
+    this.loading.set(key, p);
+    p.then(() => this.loading.delete(key), () => this.loading.delete(key));
     return p;
   }
 
@@ -112,6 +181,29 @@ export class TreeReader {
         for (let i = Math.max(0, start - base); i < entries.length; i++) yield entries[i]!;
       } else prev = undefined; // pages skipped: the order across them was checked when read
       base += page.count;
+    }
+  }
+
+  /**
+   * The entries a leaf page at a time, in name order (checked like `entries`): for a merge
+   * that must not wait for every entry. The next page is read while this one is used.
+   */
+  async *pages(dirId: BlobId): AsyncGenerator<readonly TreeEntry[]> {
+    const n = await this.node(dirId);
+    if (n.kind === 'leaf') {
+      yield n.entries;
+      return;
+    }
+    let prev: Buffer | undefined;
+    let next = n.pages.length > 0 ? this.leaf(n.pages[0]!.id) : undefined;
+    for (let i = 0; i < n.pages.length; i++) {
+      const page = n.pages[i]!;
+      const entries = await next!;
+      next = i + 1 < n.pages.length ? this.leaf(n.pages[i + 1]!.id) : undefined;
+      next?.catch(() => undefined); // a failure is thrown when it is awaited, if ever
+      checkPage(dirId, page.firstName, page.count, entries, prev);
+      prev = entries[entries.length - 1]?.name;
+      yield entries;
     }
   }
 

@@ -13,6 +13,14 @@ import { BlobWriter } from '../store/blob-store.js';
  */
 const HOLD_LIMIT_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Entries held back unencoded first, up to this many: a directory that turns out identical
+ * to its parent's (the common case) is then never encoded at all. Past it they are only
+ * counted when the caller can give them again (`replay`), else cut into pages, held as
+ * above.
+ */
+const HOLD_ENTRIES = 4096;
+
 /** Pages handed to the writer and not yet stored, at most. */
 const PAGES_IN_FLIGHT = 8;
 
@@ -31,21 +39,82 @@ export class TreeBuilder {
   private readonly pages: StoredPage[] = [];
   private held: TreePage[] = [];
   private heldBytes = 0;
+  /** Entries not yet given to the cutter (while holding). */
+  private heldEntries: TreeEntry[] = [];
+  /** Or, past HOLD_ENTRIES: how many were held, the first ones `replay` gives, and the last. */
+  private counted = 0;
+  private lastCounted: TreeEntry | undefined;
 
   /**
    * `holding`: keep pages unstored until `stopHolding` (the caller may yet reuse an
-   * existing tree and `discard` this one).
+   * existing tree and `discard` this one). `replay`: for a caller that holds only while
+   * each entry it adds is the next one of that existing tree, which `replay` gives again
+   * from its first: a huge unchanged directory is then neither encoded nor kept.
    */
-  constructor(private readonly writer: BlobWriter, private holding = false) {}
+  constructor(
+    private readonly writer: BlobWriter,
+    private holding = false,
+    private readonly replay?: () => AsyncIterable<TreeEntry>,
+  ) {}
 
-  async add(e: TreeEntry): Promise<void> {
+  /** Adds the next entry; a promise only when a page had to be stored (await it then). */
+  add(e: TreeEntry): Promise<void> | undefined {
+    if (this.holding) {
+      if (this.counted === 0 && this.heldEntries.length < HOLD_ENTRIES) {
+        this.heldEntries.push(e);
+        return undefined;
+      }
+      if (this.replay) {
+        if (this.counted === 0) {
+          this.counted = this.heldEntries.length;
+          this.heldEntries = [];
+        }
+        this.counted++;
+        this.lastCounted = e;
+        return undefined;
+      }
+    }
+    return this.cut(e);
+  }
+
+  private async cut(e: TreeEntry): Promise<void> {
+    await this.cutHeldEntries();
     const page = this.cutter.add(e);
     if (page) await this.page(page);
+  }
+
+  private async cutHeldEntries(): Promise<void> {
+    if (this.counted > 0) await this.cutReplayed();
+    const entries = this.heldEntries;
+    this.heldEntries = [];
+    for (const e of entries) {
+      const page = this.cutter.add(e);
+      if (page) await this.page(page);
+    }
+  }
+
+  /** The counted entries, given again by `replay`, into pages. */
+  private async cutReplayed(): Promise<void> {
+    const count = this.counted;
+    const last = this.lastCounted!;
+    this.counted = 0;
+    this.lastCounted = undefined;
+    let n = 0;
+    let prev: TreeEntry | undefined;
+    for await (const e of this.replay!()) {
+      const page = this.cutter.add(e);
+      if (page) await this.page(page);
+      prev = e;
+      if (++n === count) break;
+    }
+    // The caller's promise, checked where it is cheap: a wrong tree must never be written.
+    if (n !== count || !prev!.name.equals(last.name)) throw new Error(`tree replay gave ${n} entries ending elsewhere than the ${count} held`);
   }
 
   /** Stores the pages held so far and every later one. */
   async stopHolding(): Promise<void> {
     if (!this.holding) return;
+    await this.cutHeldEntries();
     this.holding = false;
     const held = this.held;
     this.held = [];
@@ -55,6 +124,7 @@ export class TreeBuilder {
 
   /** Stores the last page (and the index node of a paged directory); the tree's id. */
   async finish(): Promise<BlobId> {
+    await this.cutHeldEntries();
     const last = this.cutter.finish();
     if (last) await this.page(last);
     await this.stopHolding();
@@ -68,6 +138,9 @@ export class TreeBuilder {
   discard(): void {
     this.held = [];
     this.heldBytes = 0;
+    this.heldEntries = [];
+    this.counted = 0;
+    this.lastCounted = undefined;
   }
 
   private async page(page: TreePage): Promise<void> {
