@@ -137,3 +137,48 @@ t.test('prune refuses to run when a snapshot tree cannot be read', async (t) => 
   t.match(r.stderr, /prune refused: .*cannot be read/);
   t.equal(await packBytes(h.repo), before, 'nothing deleted');
 });
+
+t.test('an index that lost packs holding live data: prune refuses and deletes nothing; repair index brings all back', async (t) => {
+  const base = await tmpDir(t, 'snapfs-prune-lostindex');
+  const h = await buildHistory(base, { backups: 3, files: 120, bigFiles: 4, seed: 21 });
+  await runSnapfs(['forget', h.repo, '--keep-last', '1']);
+  const before = await packBytes(h.repo);
+
+  // What a damaged LMDB page can do: the index forgets some data packs (entries and all),
+  // while the pack files, which hold chunks the kept snapshot needs, stay on disk.
+  const { Repository } = await import('../lib/store/repository.js');
+  const { readPackTrailer } = await import('../lib/store/pack-files.js');
+  const { idFromHex } = await import('../lib/format/blob-id.js');
+  const repo = await Repository.open(h.repo);
+  let dropped = 0;
+  try {
+    for (const d of await fsp.readdir(join(h.repo, 'packs'))) {
+      if (!/^[0-9a-f]{2}$/.test(d)) continue;
+      for (const f of await fsp.readdir(join(h.repo, 'packs', d))) {
+        const { blobs } = await readPackTrailer(join(h.repo, 'packs', d, f));
+        if (dropped >= 2 || !blobs.some((b) => b.type === 1)) continue;
+        await repo.index.replacePacks([], [idFromHex(f.replace(/\.pack$/, ''))], blobs.map((b) => b.id));
+        dropped++;
+      }
+    }
+    await repo.index.flushed();
+  } finally {
+    await repo.close();
+  }
+  t.equal(dropped, 2, 'two data packs dropped from the index');
+
+  const r = await runSnapfs(['prune', h.repo], { allowFail: true });
+  t.equal(r.code, 15, 'prune fails with the corrupt-data exit code');
+  t.match(r.stderr, /prune refused: pack [0-9a-f]+ holds blob [0-9a-f]+, which a snapshot references but the index does not place there/);
+  t.match(r.stderr, /repair index/, 'and says what to do');
+  t.equal(await packBytes(h.repo), before, 'no pack was deleted');
+  const dry = await runSnapfs(['prune', h.repo, '--dry-run'], { allowFail: true });
+  t.equal(dry.code, 15, 'a dry run says the same');
+
+  await runSnapfs(['repair', 'index', h.repo]);
+  const check = await runSnapfs(['check', h.repo, '--read-data', '--json']);
+  t.equal(check.json.ok, true, 'after repair index, check --read-data passes');
+  const pruned = await runSnapfs(['prune', h.repo, '--json']);
+  t.ok(pruned.json.bytes.freed > 0, 'then prune frees space');
+  await restoreAndCompare(t, h.repo, 'data@last', h.src, join(base, 'out'));
+});

@@ -20,13 +20,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
-import { BLOB_HEADER_BYTES, BlobType } from '../format/pack.js';
+import { BLOB_HEADER_BYTES, BlobType, trailerEntry } from '../format/pack.js';
 import { decodeChunkList, decodeTreeNode, chunkId } from '../format/tree.js';
 import { SnapshotRecord } from '../format/snapshot.js';
 import { Repository } from '../store/repository.js';
 import { BlobLocation } from '../store/blob-index.js';
 import { decodeStoredBlob } from '../store/blob-store.js';
-import { PackWriter, SealedPack, listPackFiles } from '../store/pack-files.js';
+import { PackWriter, SealedPack, listPackFiles, readPackTrailerEntries } from '../store/pack-files.js';
 import { fsyncDir } from '../store/files.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
@@ -109,6 +109,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
       durationMs: 0,
       warnings,
     };
+    await confirmWithTrailers(repo, plan, live, warnings);
     const toDelete = plan.packs.filter((p) => p.action === 'delete');
     const toRepack = plan.packs.filter((p) => p.action === 'repack');
     result.packs.kept = plan.packs.length - toDelete.length - toRepack.length;
@@ -248,6 +249,66 @@ async function planPacks(repo: Repository, live: Set<string>, threshold: number,
     bytesBefore += size;
   }
   return { packs: [...packs.values()].sort((a, b) => a.hex.localeCompare(b.hex)), unreferenced, totalBlobs, bytesBefore };
+}
+
+/**
+ * The index is a cache of what the pack trailers say, and a damaged one (an LMDB page gone
+ * bad) can lose a pack's entries while the pack holds data a snapshot needs: the pack then
+ * looks dead, or unknown, and deleting it would destroy what 'repair index' could still
+ * recover. So before anything is removed, every pack that would go (deleted, repacked, or
+ * unknown to the index) is checked against its own trailer: a blob a snapshot references
+ * that the index does not place there stops the prune, with nothing changed. A pack whose
+ * trailer cannot be read is kept (check reports it).
+ */
+async function confirmWithTrailers(repo: Repository, plan: Plan, live: Set<string>, warnings: string[]): Promise<void> {
+  const refuse = (hex: string, blob: string): never => {
+    throw new SnapfsError(
+      'CORRUPT_DATA',
+      `prune refused: pack ${hex} holds blob ${blob}, which a snapshot references but the index does not place there: the index is damaged. Nothing was deleted. Run 'snapfs repair index' (it rebuilds the index from the packs), then 'snapfs check'`,
+    );
+  };
+  const trailer = async (hex: string): Promise<{ count: number; entries: Buffer } | undefined> => {
+    try {
+      return await readPackTrailerEntries(repo.layout.packFile(hex));
+    } catch (err) {
+      warnings.push(`pack ${hex}: its trailer cannot be read (${(err as Error).message}); kept as it is (run 'snapfs check')`);
+      return undefined;
+    }
+  };
+  const byHex = new Map(plan.packs.map((p) => [p.hex, p]));
+  // A live blob in a pack that goes is safe only if it is copied (repack) or the index has
+  // it in another pack that is on disk (a duplicate written by two backups at once).
+  const elsewhere = (id: Buffer, packHex: string): boolean => {
+    const loc = repo.index.lookup(id);
+    const home = loc && byHex.get(idToHex(loc.pack));
+    return home !== undefined && home.onDisk && home.hex !== packHex;
+  };
+  for (const p of plan.packs) {
+    if (p.action === 'keep' || !p.onDisk) continue;
+    const t = await trailer(p.hex);
+    if (!t) {
+      p.action = 'keep';
+      continue;
+    }
+    const copied = new Set(p.live.map((b) => idToHex(b.id)));
+    for (let i = 0; i < t.count; i++) {
+      const id = trailerEntry(t.entries, i).id;
+      const hex = idToHex(id);
+      if (live.has(hex) && !copied.has(hex) && !elsewhere(id, p.hex)) refuse(p.hex, hex);
+    }
+  }
+  const unknown: Plan['unreferenced'] = [];
+  for (const u of plan.unreferenced) {
+    const t = await trailer(u.hex);
+    if (!t) continue;
+    for (let i = 0; i < t.count; i++) {
+      const id = trailerEntry(t.entries, i).id;
+      const hex = idToHex(id);
+      if (live.has(hex) && !elsewhere(id, u.hex)) refuse(u.hex, hex);
+    }
+    unknown.push(u);
+  }
+  plan.unreferenced = unknown;
 }
 
 class Batch {
