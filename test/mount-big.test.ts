@@ -5,7 +5,7 @@ import t from 'tap';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, mountForeground } from './helpers/mount.js';
+import { backup, fuseAvailable, initRepo, mountForeground, serverMemory } from './helpers/mount.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const N = 100_000;
@@ -89,17 +89,4 @@ t.test('100,000 entries in one directory: ls completes, lookups are fast', { ski
 
 function mib(n: number): string {
   return `${(n / 1048576).toFixed(0)} MiB`;
-}
-
-/** The server's SIGUSR2 memory line: JS heap in use, external memory, held nodes, lookups answered from listings. */
-async function serverMemory(m: Awaited<ReturnType<typeof mountForeground>>): Promise<{ heapUsed: number; external: number; held: number; fromListings: number }> {
-  const re = /heap ([\d.]+) MiB of [\d.]+ MiB, external ([\d.]+) MiB.*?(\d+) nodes held by the kernel \([^)]*\), (\d+) lookups answered from listings/g;
-  const seen = (): number => [...m.child.output().stderr.matchAll(re)].length;
-  const count = seen();
-  process.kill(m.info.pid, 'SIGUSR2');
-  for (let i = 0; i < 100 && seen() === count; i++) await new Promise((r) => setTimeout(r, 50));
-  const all = [...m.child.output().stderr.matchAll(re)];
-  const last = all.length > count ? all[all.length - 1]! : undefined;
-  if (!last) throw new Error(`no memory line from the server:\n${m.child.output().stderr.slice(-2000)}`);
-  return { heapUsed: Number(last[1]) * 1048576, external: Number(last[2]) * 1048576, held: Number(last[3]), fromListings: Number(last[4]) };
 }

@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { generateFidelityTree } from './helpers/tree-gen.js';
 import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, mountForeground, waitFor } from './helpers/mount.js';
+import { backup, fuseAvailable, initRepo, mountForeground, serverMemory, waitFor } from './helpers/mount.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const chunk = { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
@@ -106,4 +106,17 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   const expected = (await sums(src)).split('\n').filter((l) => !l.endsWith('./new-file')).join('\n'); // added after `dated`
   t.ok(expected.split('\n').length > 20, 'files to read');
   t.equal(await sums(dated), expected, 'every file reads back (opened by node ids JS learned from the binding)');
+  await m.stop();
+
+  // A walk that stats every name (the tape job's tar): once it has looked up a file, the
+  // directories it goes into are listed with their nodes before it looks anything up in
+  // them, so its lookups are answered by the binding from the start. The archive lists
+  // exactly what an archive of the source does.
+  m = await mountForeground(t, repo, mnt);
+  const listing = async (dir: string): Promise<string[]> =>
+    (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | tar -tvf -', 'sh', dir])).stdout.split('\n').filter((l) => l && !l.endsWith('./new-file') && !l.endsWith(' ./')); // added since, and so the root's mtime
+  const fromMount = await listing(dated);
+  t.same(fromMount, await listing(src), 'tar of the snapshot lists the same entries, modes, owners, sizes and times as tar of the source');
+  const { fromListings, held } = await serverMemory(m);
+  t.ok(fromListings >= held * 0.5, `most of tar's lookups were answered from listings (${fromListings} of ${held} held nodes)`);
 });

@@ -38,7 +38,9 @@ import { errnoOf, isWorthLogging } from './errno.js';
  * Directories remembered as "looked up in after a listing", whose readdir replies then
  * carry nodes; beyond this many the set starts over (a plain listing stays plain).
  */
-const LISTED_LOOKUP_DIRS = 1024;
+const LISTED_LOOKUP_DIRS = 65536;
+/** How long after a file lookup a walk is taken to be stat-ing every name (see statWalkAt). */
+const STAT_WALK_MS = 2000;
 
 /** Seconds the kernel may cache immutable snapshot content (attributes, names, negatives). */
 export const CONTENT_TIMEOUT_S = 3600;
@@ -52,6 +54,8 @@ export const LIVE_TIMEOUT_S = 1;
 export const LIVE_LINK_REUSE_S = 0.25;
 
 const E = os.constants.errno;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
 
 function toFuseAttr(a: VfsAttr): FuseAttr {
   return {
@@ -85,6 +89,16 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   // Directories of content where lookups reached us: `find`, `ls -f` and other plain
   // listings never look up, so they do not pay for nodes they would not use.
   const lookedUpIn = new Set<bigint>();
+  // A walk that stats every name (tar, ls -lR, cp -a, rsync) looks up files, not only the
+  // directories it descends into (find, ls -R). While one runs (a file was looked up in
+  // the last STAT_WALK_MS, here or by the binding), each directory it looks up is marked
+  // before it is listed, so that its listing carries nodes from the start; and the marks
+  // pass down through listings that carry nodes, whose lookups never reach us.
+  let statWalkAt = -Infinity;
+  const mark = (id: bigint): void => {
+    if (lookedUpIn.size >= LISTED_LOOKUP_DIRS) lookedUpIn.clear();
+    lookedUpIn.add(id);
+  };
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
   const run = (op: string, req: FuseRequest, fn: () => Promise<void>): Promise<void> =>
@@ -109,9 +123,10 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
           throw err;
         }
         const t = timeout(found.id);
-        if (reuse && t === CONTENT_TIMEOUT_S && !lookedUpIn.has(parent)) {
-          if (lookedUpIn.size >= LISTED_LOOKUP_DIRS) lookedUpIn.clear();
-          lookedUpIn.add(parent);
+        if (reuse && t === CONTENT_TIMEOUT_S) {
+          if (!lookedUpIn.has(parent)) mark(parent);
+          if ((found.attr.mode & S_IFMT) !== S_IFDIR) statWalkAt = performance.now();
+          else if (performance.now() - statWalkAt < STAT_WALK_MS) mark(found.id);
         }
         vfs.ref(found.id);
         const taken = replyEntry(req, { ino: found.id, attr: toFuseAttr(found.attr), attrTimeout: t, entryTimeout: t, ...caching(found.id) });
@@ -121,6 +136,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     forget: (ino, nlookup) => vfs.forget(ino, nlookup),
 
     ref: (ino, parent, name) => {
+      statWalkAt = performance.now(); // lookups after a listing: a walk that stats names
       try {
         vfs.refChild(parent, name, ino);
       } catch (err) {
@@ -166,6 +182,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         // A dirent takes at least 32 bytes: never fetch more than can be sent.
         const nodes = reuse && lookedUpIn.has(ino);
         const page = await vfs.readdir(ino, offset, Math.max(1, Math.floor(size / 32)), { nodes });
+        if (nodes) for (const e of page.entries) if (e.node && (e.node.attr.mode & S_IFMT) === S_IFDIR) mark(e.node.id);
         replyDirents(
           req,
           size,
