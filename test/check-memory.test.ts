@@ -21,6 +21,12 @@ const MiB = 1024 * 1024;
 const N = 100_000;
 /** Live heap added per blob while checking (it was ~270 for the index alone). */
 const BYTES_PER_BLOB_BOUND = 32;
+/**
+ * Plus what does not grow with the blobs: a decoded page of the big directory and the pages
+ * in the tree cache at the moment of a sample. The same build measured 1.5 and 7.2 MiB in
+ * two runs; the old check grew by ~86 MiB here.
+ */
+const FIXED_BYTES_BOUND = 8 * MiB;
 const PEAK_RSS_BOUND = 224 * MiB;
 
 /** Peak RSS (VmHWM) of a running process, polled until it exits. */
@@ -76,8 +82,9 @@ t.test(`check of ${N} blobs: memory does not grow with them`, async (t) => {
     });
     t.same(r.problems, [], 'a healthy repository');
     t.ok(r.blobs > N && r.files === 2 * N + 1, `${r.blobs} blobs, ${r.files} files`);
-    const perBlob = (peak - before) / r.blobs;
-    t.ok(perBlob < BYTES_PER_BLOB_BOUND, `live heap grew by ${((peak - before) / MiB).toFixed(1)} MiB at most: ${perBlob.toFixed(1)} bytes per blob`);
+    const grown = peak - before;
+    const bound = FIXED_BYTES_BOUND + BYTES_PER_BLOB_BOUND * r.blobs;
+    t.ok(grown < bound, `live heap grew by ${(grown / MiB).toFixed(1)} MiB at most (${(grown / r.blobs).toFixed(1)} bytes per blob), under ${(bound / MiB).toFixed(1)} MiB: 8 MiB + ${BYTES_PER_BLOB_BOUND} bytes per blob`);
   });
 
   for (const args of [[], ['--read-data']]) {
