@@ -776,17 +776,21 @@ export class Vfs {
 
   /** Opens a regular file for reading; returns a handle number (> 0). */
   async open(id: bigint, flags = 0): Promise<number> {
-    const n = await this.node(id);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) throw new SnapfsError('READ_ONLY', 'the snapshot file system is read-only');
-    if (n.type !== 'entry') throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
-    this.snapshotLive(n.snap);
-    if (n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', `${n.path.toString('utf8')}: not a regular file`);
-    const file = this.files.open(n.entry);
+    const handle = this.readState(await this.node(id));
     while (this.handles.has(this.nextHandle)) this.nextHandle = this.nextHandle >= 0x7fffffff ? 1 : this.nextHandle + 1;
     const fh = this.nextHandle;
     this.nextHandle = fh >= 0x7fffffff ? 1 : fh + 1;
-    this.handles.set(fh, { node: n, file, nextOffset: 0, sequential: 0 });
+    this.handles.set(fh, handle);
     return fh;
+  }
+
+  /** Fresh read state for a regular file of a live snapshot. */
+  private readState(n: Node): Handle {
+    if (n.type !== 'entry') throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
+    this.snapshotLive(n.snap);
+    if (n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', `${n.path.toString('utf8')}: not a regular file`);
+    return { node: n, file: this.files.open(n.entry), nextOffset: 0, sequential: 0 };
   }
 
   /**
@@ -809,10 +813,7 @@ export class Vfs {
     if (h) {
       this.nodeReads.delete(id); // most recently used last
     } else {
-      const n = await this.node(id);
-      if (n.type !== 'entry' || n.entry.kind !== EntryKind.File) throw new SnapfsError('IS_A_DIRECTORY', 'not a regular file');
-      this.snapshotLive(n.snap);
-      h = { node: n, file: this.files.open(n.entry), nextOffset: 0, sequential: 0 };
+      h = this.readState(await this.node(id));
       if (this.nodeReads.size >= NODE_READ_STATES) this.nodeReads.delete(this.nodeReads.keys().next().value!);
     }
     this.nodeReads.set(id, h);
