@@ -17,8 +17,12 @@ import { ReadBlocks } from './read-blocks.js';
 import { Semaphore, settleAll } from '../util/semaphore.js';
 
 const READ_BLOCK_BYTES = 8 * 1024 * 1024;
-/** Idle read blocks kept for reuse (the budget bounds those in use). */
-const IDLE_BLOCKS = 4;
+/**
+ * Idle read blocks kept for reuse (the budget bounds those in use): a new block is faulted
+ * in page by page as it is first read into, which costs more than the read itself under a
+ * virtualized MMU.
+ */
+const IDLE_BLOCKS = 8;
 const MAX_ATTEMPTS = 3;
 
 export interface FileContent {

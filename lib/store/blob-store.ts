@@ -7,7 +7,7 @@ import { BlobHasher, BlobId, idToHex } from '../format/blob-id.js';
 import { BLOB_HEADER_BYTES, BlobType, Compression, decodeBlobHeader } from '../format/pack.js';
 import { BlobIndex, BlobLocation } from './blob-index.js';
 import { PackReader, PackWriter } from './pack-files.js';
-import { CompressionPool, decompressExact, decompressExactAsync } from './compression.js';
+import { CompressedFrame, CompressionPool, decompressExact, decompressExactAsync } from './compression.js';
 import { RepoLayout } from './layout.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { CorruptDataError, SnapfsError, errnoCode, fromSystemError } from '../errors.js';
@@ -217,26 +217,31 @@ export class BlobWriter {
     const key = idToHex(id);
     if (this.pending.has(key) || this.index.has(id)) return { id, added: false };
     this.pending.add(key);
+    let frame: CompressedFrame | undefined;
     try {
-      const compressed = raw.length > 0 ? await this.pool.compress(raw) : raw;
-      const useZstd = compressed.length < raw.length;
-      const stored = useZstd ? compressed : raw;
+      frame = raw.length > 0 ? await this.pool.compress(raw) : undefined;
+      const useZstd = frame !== undefined && frame.bytes.length < raw.length;
+      const stored = useZstd ? frame!.bytes : raw;
+      const storedLength = stored.length;
+      // The pack copies the bytes before this resolves: the frame can go back to the pool.
       await this.append(type, {
         id,
         type,
         compression: useZstd ? Compression.Zstd : Compression.None,
         rawLength: raw.length,
-        storedLength: stored.length,
+        storedLength,
         stored,
       });
       this.stats.blobsAdded++;
       if (type === BlobType.Data) this.stats.dataBlobsAdded++;
       this.stats.bytesAddedRaw += raw.length;
-      this.stats.bytesAddedStored += stored.length + BLOB_HEADER_BYTES;
+      this.stats.bytesAddedStored += storedLength + BLOB_HEADER_BYTES;
       return { id, added: true };
     } catch (err) {
       this.failure ??= err;
       throw err;
+    } finally {
+      frame?.release();
     }
   }
 

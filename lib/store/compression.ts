@@ -2,17 +2,30 @@
 // per batch, not per blob, so a spool of 4 KiB mails does not drown in message overhead),
 // and bounded-memory decompression that refuses frames claiming more than expected.
 // Data in shared memory (the chunks of large files) reaches the workers without a copy;
-// anything else is copied into one transferred buffer per batch.
+// anything else is copied into one transferred buffer per batch. Both the batch buffers and
+// the workers' output buffers travel back and forth and are reused (see CompressedFrame).
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { zstd as binding } from '../platform/cjs-packages.js';
 import { CorruptDataError } from '../errors.js';
 import { zstdDecompress } from '../platform/native.js';
+import { BufferPool } from '../util/buffer-pool.js';
+
+/**
+ * A compressed frame: a view of an output buffer that carries the frames of a whole batch.
+ * `release` says its bytes have been copied away; when every frame of the batch is released
+ * the buffer goes back to a worker, which detaches it here: a view used after `release` is
+ * empty, never someone else's bytes.
+ */
+export interface CompressedFrame {
+  readonly bytes: Buffer;
+  release(): void;
+}
 
 interface Pending {
   data: Uint8Array;
-  resolve: (b: Buffer) => void;
+  resolve: (f: CompressedFrame) => void;
   reject: (e: unknown) => void;
 }
 
@@ -24,13 +37,24 @@ export interface CompressJob {
   job: number;
   packed: ArrayBuffer;
   items: Array<number | Uint8Array>;
+  /** Output buffers of earlier batches, all of whose frames were released: to write into again. */
+  spareOutputs: ArrayBuffer[];
 }
 
-/** The compressed items of a job, one after the other in `data`. */
+export interface CompressWorkerData {
+  level: number;
+  /** Size of the output buffers (a batch's bound is at most this, but for a single huge item). */
+  outputBytes: number;
+  /** Idle output buffers a worker keeps, in bytes. */
+  spareOutputBytes: number;
+}
+
+/** The compressed items of a job, one after the other in `data`; `packed` comes back for reuse. */
 export interface CompressResult {
   job: number;
   data: ArrayBuffer;
   lengths: number[];
+  packed: ArrayBuffer;
 }
 
 function isShared(data: Uint8Array): boolean {
@@ -39,6 +63,15 @@ function isShared(data: Uint8Array): boolean {
 
 const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_ITEMS = 512;
+/**
+ * Batch and output buffers all have one size, so that any idle one fits the next batch: a
+ * batch holds at most BATCH_BYTES (or a single larger item, whose buffers are not kept), and
+ * its frames at most zstd's bound for that, which exceeds the input by under 64 bytes an item
+ * plus 1/256.
+ */
+const OUTPUT_BYTES = BATCH_BYTES + (BATCH_BYTES >> 8) + 64 * BATCH_ITEMS;
+/** Idle batch and output buffers kept, per worker: two batches' worth each way (the pool rounds sizes up). */
+const SPARE_BYTES_PER_WORKER = 3 * OUTPUT_BYTES;
 
 export class CompressionPool {
   private readonly workers: Worker[] = [];
@@ -55,11 +88,16 @@ export class CompressionPool {
   private queuedBytes = 0;
   private dispatchScheduled = false;
   private failure: unknown;
+  private readonly spareInputs: BufferPool;
+  /** Released output buffers, handed to the next batches' workers. */
+  private readonly spareOutputs: ArrayBuffer[] = [];
 
   constructor(
     private readonly level: number,
     private readonly size = Math.max(1, Math.min(4, availableParallelism())),
-  ) {}
+  ) {
+    this.spareInputs = new BufferPool(size * SPARE_BYTES_PER_WORKER);
+  }
 
   /**
    * Workers start with the first blob: a backup in which nothing changed compresses
@@ -67,7 +105,9 @@ export class CompressionPool {
    */
   private start(): void {
     for (let i = 0; i < this.size; i++) {
-      const w = new Worker(new URL('./compress-worker.js', import.meta.url), { workerData: { level: this.level } });
+      const w = new Worker(new URL('./compress-worker.js', import.meta.url), {
+        workerData: { level: this.level, outputBytes: OUTPUT_BYTES, spareOutputBytes: SPARE_BYTES_PER_WORKER } satisfies CompressWorkerData,
+      });
       w.on('message', (msg: CompressResult) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
       w.unref();
@@ -76,7 +116,7 @@ export class CompressionPool {
     }
   }
 
-  compress(data: Uint8Array): Promise<Buffer> {
+  compress(data: Uint8Array): Promise<CompressedFrame> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.workers.length === 0) this.start();
     return new Promise((resolve, reject) => {
@@ -106,8 +146,9 @@ export class CompressionPool {
     while (this.idle.length > 0 && this.head < this.queue.length) {
       const batch: Pending[] = [];
       let bytes = 0;
-      while (this.head < this.queue.length && batch.length < BATCH_ITEMS && bytes < BATCH_BYTES) {
+      while (this.head < this.queue.length && batch.length < BATCH_ITEMS) {
         const p = this.queue[this.head]!;
+        if (batch.length > 0 && bytes + p.data.length > BATCH_BYTES) break;
         this.queue[this.head++] = undefined;
         bytes += p.data.length;
         this.queuedBytes -= p.data.length;
@@ -119,7 +160,7 @@ export class CompressionPool {
       worker.ref();
       let copied = 0;
       for (const p of batch) if (!isShared(p.data)) copied += p.data.length;
-      const packed = new Uint8Array(copied);
+      const packed = this.spareInputs.take(Math.max(copied, BATCH_BYTES)).subarray(0, copied);
       let at = 0;
       const items = batch.map((p) => {
         if (isShared(p.data)) return p.data;
@@ -127,8 +168,10 @@ export class CompressionPool {
         at += p.data.length;
         return p.data.length;
       });
-      const msg: CompressJob = { job, packed: packed.buffer, items };
-      worker.postMessage(msg, [packed.buffer]);
+      // One batch needs one output buffer: one each, so that every worker gets its share.
+      const spareOutputs = this.spareOutputs.splice(0, 1);
+      const msg: CompressJob = { job, packed: packed.buffer as ArrayBuffer, items, spareOutputs };
+      worker.postMessage(msg, [msg.packed, ...spareOutputs]);
     }
     if (this.head === this.queue.length) {
       this.queue = [];
@@ -142,10 +185,25 @@ export class CompressionPool {
   private finished(worker: Worker, msg: CompressResult): void {
     const batch = this.jobs.get(msg.job)!;
     this.jobs.delete(msg.job);
+    this.spareInputs.give(Buffer.from(msg.packed));
+    let unreleased = batch.length;
+    const releaseOne = (): void => {
+      if (--unreleased > 0) return;
+      // Bounded: released buffers wait here only until the next batch is dispatched.
+      if (this.spareOutputs.length < this.size * 2) this.spareOutputs.push(msg.data);
+    };
     let at = 0;
     batch.forEach((p, i) => {
       const len = msg.lengths[i]!;
-      p.resolve(Buffer.from(msg.data, at, len));
+      let released = false;
+      p.resolve({
+        bytes: Buffer.from(msg.data, at, len),
+        release: () => {
+          if (released) return;
+          released = true;
+          releaseOne();
+        },
+      });
       at += len;
     });
     worker.unref();

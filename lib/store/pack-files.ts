@@ -8,6 +8,7 @@ import { RepoLayout } from './layout.js';
 import { fsyncDir, writeFully } from './files.js';
 import { idToHex } from '../format/blob-id.js';
 import { preadCached } from '../platform/native.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import {
   BLOB_HEADER_BYTES,
   MAX_PACK_BYTES,
@@ -35,6 +36,11 @@ export interface SealedPack {
 }
 
 const WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
+/**
+ * Write buffers of sealed packs, for the next packs: a fresh 4 MiB buffer per pack is
+ * mapped anew and faulted in page by page (glibc maps buffers this big on their own).
+ */
+const spareWriteBuffers = new BufferPool(2 * WRITE_BUFFER_BYTES);
 
 /** Appends blobs to a new pack; `seal` makes it durable and visible under its final name. */
 export class PackWriter {
@@ -44,16 +50,17 @@ export class PackWriter {
   private fh: fs.FileHandle | undefined;
   /**
    * Blobs are copied into this buffer, written out when full: the caller's buffers (often
-   * views of much larger read blocks) are not kept once `add` returns.
+   * views of much larger read blocks) are not kept once `add` returns. Given back (and
+   * undefined) once the pack is sealed or discarded.
    */
-  private readonly buffer = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
+  private buffer: Buffer | undefined = spareWriteBuffers.take(WRITE_BUFFER_BYTES);
   private bufferedBytes = 0;
   private written = 0;
   private offset = PACK_HEADER_BYTES;
 
   constructor(private readonly layout: RepoLayout) {
     this.tmpPath = path.join(layout.incoming, `${idToHex(this.id)}.tmp`);
-    this.bufferedBytes = encodePackHeader().copy(this.buffer, 0);
+    this.bufferedBytes = encodePackHeader().copy(this.buffer!, 0);
   }
 
   /** Bytes the pack holds so far. */
@@ -67,6 +74,9 @@ export class PackWriter {
 
   async add(blob: StoredBlob): Promise<void> {
     if (this.offset + BLOB_HEADER_BYTES + blob.stored.length > MAX_PACK_BYTES) throw new RangeError('pack full');
+    // A view of a buffer already given back (see CompressedFrame) is empty: refuse, never
+    // write a header that promises bytes which are not there.
+    if (blob.stored.length !== blob.storedLength) throw new Error(`pack add: ${blob.stored.length} bytes for a blob of ${blob.storedLength}`);
     const header = encodeBlobHeader(blob);
     this.blobs.push({ id: blob.id, type: blob.type, compression: blob.compression, offset: this.offset, storedLength: blob.storedLength, rawLength: blob.rawLength });
     await this.append(header);
@@ -75,15 +85,26 @@ export class PackWriter {
   }
 
   private async append(data: Buffer): Promise<void> {
-    if (this.bufferedBytes + data.length > this.buffer.length) await this.drain();
-    if (data.length >= this.buffer.length) await this.writeOut(data);
-    else this.bufferedBytes += data.copy(this.buffer, this.bufferedBytes);
+    const buffer = this.writeBuffer();
+    if (this.bufferedBytes + data.length > buffer.length) await this.drain();
+    if (data.length >= buffer.length) await this.writeOut(data);
+    else this.bufferedBytes += data.copy(buffer, this.bufferedBytes);
   }
 
   private async drain(): Promise<void> {
     if (this.bufferedBytes === 0) return;
-    await this.writeOut(this.buffer.subarray(0, this.bufferedBytes));
+    await this.writeOut(this.writeBuffer().subarray(0, this.bufferedBytes));
     this.bufferedBytes = 0;
+  }
+
+  private writeBuffer(): Buffer {
+    if (!this.buffer) throw new Error(`pack ${this.tmpPath}: written to after seal or discard`);
+    return this.buffer;
+  }
+
+  private releaseBuffer(): void {
+    if (this.buffer) spareWriteBuffers.give(this.buffer);
+    this.buffer = undefined;
   }
 
   private async writeOut(data: Buffer): Promise<void> {
@@ -106,6 +127,7 @@ export class PackWriter {
     const size = this.offset + trailer.length;
     await this.append(trailer);
     await this.drain();
+    this.releaseBuffer();
     const hex = idToHex(this.id);
     const finalPath = this.layout.packFile(hex);
     try {
@@ -123,6 +145,7 @@ export class PackWriter {
 
   /** Drops an unsealed pack (after a failure). */
   async discard(): Promise<void> {
+    this.releaseBuffer();
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
     await fs.rm(this.tmpPath, { force: true }).catch(() => undefined);
