@@ -189,7 +189,7 @@ export class CompressionPool {
     let unreleased = batch.length;
     const releaseOne = (): void => {
       if (--unreleased > 0) return;
-      // Bounded: released buffers wait here only until the next batch is dispatched.
+      // Bounded: each dispatch takes one back to a worker; beyond the bound they are dropped.
       if (this.spareOutputs.length < this.size * 2) this.spareOutputs.push(msg.data);
     };
     let at = 0;
