@@ -14,6 +14,7 @@ export const EROFS = -E.EROFS;
 export const EINVAL = -E.EINVAL;
 export const ESTALE = -E.ESTALE;
 export const ENODATA = -E.ENODATA;
+export const EOPNOTSUPP = -E.EOPNOTSUPP;
 export const ERANGE = -E.ERANGE;
 export const ENOTCONN = -E.ENOTCONN;
 
@@ -47,5 +48,5 @@ export function errnoOf(err: unknown): number {
 
 /** Whether an error deserves a line in the mount's log (not the ordinary "no such file"). */
 export function isWorthLogging(errno: number): boolean {
-  return errno !== ENOENT && errno !== ENOTDIR && errno !== EROFS && errno !== ENODATA && errno !== EINVAL;
+  return errno !== ENOENT && errno !== ENOTDIR && errno !== EROFS && errno !== ENODATA && errno !== EOPNOTSUPP && errno !== EINVAL;
 }

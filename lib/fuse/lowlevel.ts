@@ -14,7 +14,7 @@
 // listing are answered by the binding and only reported here (ref), in batches.
 
 import os from 'node:os';
-import { Vfs, VfsAttr } from '../read/vfs.js';
+import { Vfs, VfsAttr, isShownXattrName } from '../read/vfs.js';
 import {
   FuseAttr,
   FuseRequest,
@@ -205,6 +205,10 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
 
     getxattr: (req, ino, name, size) =>
       run('getxattr', req, async () => {
+        if (!isShownXattrName(name)) {
+          replyErr(req, E.EOPNOTSUPP); // see isShownXattrName
+          return;
+        }
         const value = await vfs.getxattr(ino, name);
         if (!value) replyErr(req, E.ENODATA);
         else if (size === 0) replyXattrSize(req, value.length);

@@ -5,10 +5,10 @@
 // disappear). Every operation answers asynchronously: libfuse's worker threads wait while
 // the event loop serves many requests at once. Errors become errno in errnoOf only.
 
-import { Vfs, ROOT_ID, VfsAttr } from '../read/vfs.js';
+import { Vfs, ROOT_ID, VfsAttr, isShownXattrName } from '../read/vfs.js';
 import { ByteLru } from '../util/lru.js';
 import { SnapfsError } from '../errors.js';
-import { errnoOf, isWorthLogging, ENODATA, EROFS } from './errno.js';
+import { errnoOf, isWorthLogging, ENODATA, EOPNOTSUPP, EROFS } from './errno.js';
 import { fromFuseName, toFuseName } from './names.js';
 
 /** fuse-native's stat fields: 32-bit inode numbers, times in milliseconds. */
@@ -226,17 +226,19 @@ export class FuseOperations {
       getxattr: (path: string, name: string, _position: number, cb: (err: number, value?: Buffer | null) => void) => {
         // Most lookups are for names nobody stores (ls asks for security.selinux on every
         // file): answer those at once when the node is at hand.
+        const names = fromFuseName(name).filter(isShownXattrName);
+        if (names.length === 0) return cb(EOPNOTSUPP);
         const id = this.cached(path);
         const list = id === undefined ? undefined : this.vfs.cachedXattrs(id);
         if (list) {
-          for (const n of fromFuseName(name)) {
+          for (const n of names) {
             const hit = list.find(([k]) => k.equals(n));
             if (hit) return cb(0, hit[1]);
           }
           return cb(ENODATA);
         }
         this.withNode(path, async (id) => {
-          for (const n of fromFuseName(name)) {
+          for (const n of names) {
             const v = await vfs.getxattr(id, n);
             if (v) return v;
           }

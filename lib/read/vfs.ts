@@ -872,7 +872,16 @@ const DOTDOT = Buffer.from('..');
 const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
 
 function shownXattr([k]: [Buffer, Buffer]): boolean {
-  return XATTR_PREFIXES.some((p) => k.subarray(0, p.length).equals(p));
+  return isShownXattrName(k);
+}
+
+/**
+ * Whether an xattr name lies in a namespace the mount shows. Names outside them (security.*,
+ * system.posix_acl_*) are answered "not supported", not "no such attribute": ls caches that
+ * answer per device and stops asking for every file.
+ */
+export function isShownXattrName(name: Buffer): boolean {
+  return XATTR_PREFIXES.some((p) => name.subarray(0, p.length).equals(p));
 }
 
 /** Whether `path` is parent + '/' + name (just name at a snapshot's root). */

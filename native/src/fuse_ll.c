@@ -38,9 +38,10 @@
  * `ls -l` or a path walk through a symlink repeat the same questions. So the
  * loop thread answers from fuse_cache.c what JS already told it: getattr of
  * nodes JS called immutable, readlink within the validity JS gave, getxattr
- * and listxattr of nodes JS said have no xattrs, and getxattr of names
- * outside the namespaces given at mount (e.g. security.selinux when only
- * user.* exists): ENODATA.
+ * and listxattr of nodes JS said have no xattrs (ENODATA), and getxattr of
+ * names outside the namespaces given at mount (e.g. security.selinux when only
+ * user.* exists): EOPNOTSUPP, which ls caches per device, as it cannot cache
+ * ENODATA (two round trips a file for `ls -l`'s ACL and label marks).
  *
  * Lookups too, of names a readdir reply listed with their node (immutable
  * content; `ls -l` and `find -ls` look up every name they just read). The
@@ -481,7 +482,9 @@ static bool xattr_served(const fl_session *s, const char *name) {
 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   fl_session *s = lf.fuse_req_userdata(req);
-  if (!xattr_served(s, name) || fc_no_xattrs(s->cache, ino))
+  if (!xattr_served(s, name))
+    lf.fuse_reply_err(req, EOPNOTSUPP);
+  else if (fc_no_xattrs(s->cache, ino))
     lf.fuse_reply_err(req, ENODATA);
   else
     fl_queue(req, FL_GETXATTR, ino, size, 0, 0, name);
