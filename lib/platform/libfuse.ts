@@ -213,7 +213,16 @@ export interface FuseSession {
   unmount(opts?: UnmountOptions): Promise<void>;
   /** Forgets every answer given without calling a handler (ReplyCaching facts, reused link targets). */
   dropCached(): void;
+  /** Requests the kernel sent so far, by name (LOOKUP, READ, OPEN...), answered here or by a handler. */
+  requestCounts(): Record<string, number>;
 }
+
+/** Opcode names of linux/fuse.h for requestCounts; others are shown as OP<n>. */
+const KERNEL_OPCODE_NAMES: Record<number, string> = {
+  1: 'LOOKUP', 2: 'FORGET', 3: 'GETATTR', 4: 'SETATTR', 5: 'READLINK', 14: 'OPEN', 15: 'READ', 17: 'STATFS',
+  18: 'RELEASE', 22: 'GETXATTR', 23: 'LISTXATTR', 25: 'FLUSH', 26: 'INIT', 27: 'OPENDIR', 28: 'READDIR',
+  29: 'RELEASEDIR', 34: 'ACCESS', 36: 'INTERRUPT', 42: 'BATCH_FORGET', 44: 'READDIRPLUS',
+};
 
 interface Binding {
   load(paths: string[]): string;
@@ -222,6 +231,7 @@ interface Binding {
     dispatch: (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown) => void): object;
   stop(session: object): boolean;
   dropCached(session: object): void;
+  requestCounts(session: object): number[];
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -476,6 +486,13 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     dropCached(): void {
       if (!isClosed) b.dropCached(handle);
+    },
+    requestCounts(): Record<string, number> {
+      const out: Record<string, number> = {};
+      b.requestCounts(handle).forEach((n, op) => {
+        if (n > 0) out[KERNEL_OPCODE_NAMES[op] ?? `OP${op}`] = n;
+      });
+      return out;
     },
   };
   return session;

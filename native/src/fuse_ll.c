@@ -135,6 +135,8 @@ enum { RQ_PENDING = 0, RQ_DONE = 1, RQ_DEAD = 2 };
 
 typedef struct fl_session fl_session;
 
+#define KERNEL_OPCODES 64 /* opcodes counted: all the kernel sends us */
+
 typedef struct fl_item {
   struct fl_item *prev, *next; /* session's pending list (requests only) */
   fl_session *s;
@@ -159,6 +161,8 @@ struct fl_session {
   bool torn_down;
   bool hook_added;
   bool export_support;
+  bool kernel_opens; /* the kernel offered FUSE_NO_OPEN_SUPPORT (see ll_open) */
+  _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
   fc_cache *cache;
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
@@ -428,13 +432,23 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
 /* A read-only open of a regular file whose attributes JS called immutable
  * (snapshot content) needs no check and no state in JS: answered here, with
  * keep_cache since the content never changes. A tape job's tar of a spool
- * opens and releases every file once: two round trips to JS saved per file. */
+ * opens and releases every file once: two round trips to JS saved per file.
+ *
+ * Better still, no round trip: every regular file of the mount is snapshot
+ * content and the mount is read-only (the kernel refuses writes itself), so
+ * when the kernel offers it (FUSE_NO_OPEN_SUPPORT), the first such open
+ * answers ENOSYS. The kernel then opens every file itself, as this would
+ * (fh 0, keep_cache), and sends neither open nor release again. */
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fl_session *s = lf.fuse_req_userdata(req);
   struct stat st;
   double timeout;
   if ((fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC) &&
       fc_get_attr(s->cache, ino, &st, &timeout) && S_ISREG(st.st_mode)) {
+    if (s->kernel_opens) {
+      lf.fuse_reply_err(req, ENOSYS);
+      return;
+    }
     fi->fh = OPENED_BY_BINDING;
     fi->keep_cache = 1;
     lf.fuse_reply_open(req, fi); /* frees req even when it fails (interrupted) */
@@ -560,6 +574,31 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 
 /* ---- the loop thread ---- */
 
+/* The kernel's side of INIT, which libfuse 2.9 does not pass on for flags it
+ * predates. Layouts from the kernel's stable ABI (linux/fuse.h). */
+#define KERNEL_OP_INIT 26
+#define KERNEL_NO_OPEN_SUPPORT (1u << 17)
+struct kernel_in_header {
+  uint32_t len, opcode;
+  uint64_t unique, nodeid;
+  uint32_t uid, gid, pid, padding;
+};
+struct kernel_init_in {
+  uint32_t major, minor, max_readahead, flags;
+};
+
+/* Counts each request by opcode (for diagnosis: requestCounts()) and reads
+ * what libfuse does not pass on from INIT. */
+static void note_request(fl_session *s, const void *buf, size_t len) {
+  const struct kernel_in_header *h = buf;
+  if (len < sizeof *h) return;
+  if (h->opcode < KERNEL_OPCODES)
+    atomic_fetch_add_explicit(&s->requests[h->opcode], 1, memory_order_relaxed);
+  if (h->opcode != KERNEL_OP_INIT || len < sizeof *h + sizeof(struct kernel_init_in)) return;
+  const struct kernel_init_in *in = (const void *)(h + 1);
+  s->kernel_opens = in->major == 7 && (in->flags & KERNEL_NO_OPEN_SUPPORT);
+}
+
 static void *fl_loop(void *arg) {
   fl_session *s = arg;
   int err = 0;
@@ -593,6 +632,7 @@ static void *fl_loop(void *arg) {
       err = -res;
       break;
     }
+    if (!(fb.flags & FUSE_BUF_IS_FD)) note_request(s, fb.mem, (size_t)res);
     lf.fuse_session_process_buf(s->se, &fb, ch);
   }
   free(buf);
@@ -1370,6 +1410,22 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* requestCounts(session): requests received so far, an array indexed by the
+ * kernel's opcode (linux/fuse.h). */
+static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
+  napi_value argv[1], arr, v;
+  if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES, &arr));
+  for (uint32_t i = 0; i < KERNEL_OPCODES; i++) {
+    uint64_t n = atomic_load_explicit(&s->requests[i], memory_order_relaxed);
+    SN_CALL(env, napi_create_double(env, (double)n, &v));
+    SN_CALL(env, napi_set_element(env, arr, i, v));
+  }
+  return arr;
+}
+
 /* ---- replies: each returns true when the kernel took the answer, false when
  * it was dropped (request interrupted, or session ended). ---- */
 
@@ -1724,6 +1780,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("mount", fl_mount),
       FN("stop", fl_stop),
       FN("dropCached", fl_drop_cached),
+      FN("requestCounts", fl_request_counts),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

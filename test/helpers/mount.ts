@@ -195,8 +195,8 @@ export async function compareMtimesMs(expected: string, actual: string): Promise
 }
 
 /** The server's SIGUSR2 memory line: JS heap in use, external memory, held nodes, lookups answered from listings. */
-export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; external: number; held: number; fromListings: number }> {
-  const re = /heap ([\d.]+) MiB of [\d.]+ MiB, external ([\d.]+) MiB.*?(\d+) nodes held by the kernel \([^)]*\), (\d+) lookups answered from listings/g;
+export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; external: number; held: number; fromListings: number; requests: Record<string, number> }> {
+  const re = /heap ([\d.]+) MiB of [\d.]+ MiB, external ([\d.]+) MiB.*?(\d+) nodes held by the kernel \([^)]*\), (\d+) lookups answered from listings; kernel requests: ([^\n]*)/g;
   const seen = (): number => [...m.child.output().stderr.matchAll(re)].length;
   const count = seen();
   process.kill(m.info.pid, 'SIGUSR2');
@@ -204,5 +204,6 @@ export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; exte
   const all = [...m.child.output().stderr.matchAll(re)];
   const last = all.length > count ? all[all.length - 1]! : undefined;
   if (!last) throw new Error(`no memory line from the server:\n${m.child.output().stderr.slice(-2000)}`);
-  return { heapUsed: Number(last[1]) * 1048576, external: Number(last[2]) * 1048576, held: Number(last[3]), fromListings: Number(last[4]) };
+  const requests = Object.fromEntries(last[5]!.split(', ').filter(Boolean).map((pair) => [pair.split(' ')[0]!, Number(pair.split(' ')[1])]));
+  return { heapUsed: Number(last[1]) * 1048576, external: Number(last[2]) * 1048576, held: Number(last[3]), fromListings: Number(last[4]), requests };
 }
