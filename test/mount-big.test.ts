@@ -25,7 +25,9 @@ t.test('100,000 entries in one directory: ls completes, lookups are fast', { ski
   const box = path.join(src, 'Maildir', 'cur');
   await fs.mkdir(box, { recursive: true });
   await runProcess('sh', ['-c', `cd "$1" && seq -f 'msg%06g' 0 ${N - 1} | xargs touch`, 'sh', box]);
-  for (const i of [0, 12_345, 54_321, N - 1]) await fs.writeFile(path.join(box, name(i)), `message ${i}\n`);
+  // Messages with content: a few spread out, and a run after 54,321 (read ahead below).
+  const run = Array.from({ length: 20 }, (_, k) => 54_321 + k);
+  for (const i of [0, 12_345, ...run, N - 1]) await fs.writeFile(path.join(box, name(i)), `message ${i}\n`);
   await initRepo(repo);
   await backup(repo, src, 'mail');
   await fs.mkdir(mnt);
@@ -85,6 +87,14 @@ t.test('100,000 entries in one directory: ls completes, lookups are fast', { ski
   t.ok(keptPerNode < 400, `server keeps ${keptPerNode.toFixed(0)} bytes per held node (heap in use ${mib(js0.heapUsed)} -> ${mib(js1.heapUsed)}, external ${mib(js0.external)} -> ${mib(js1.external)})`);
   const rssPerNode = (after.rss - before.rss) / Math.max(1, held);
   t.ok(rssPerNode < 900, `server RSS per held node: ${rssPerNode.toFixed(0)} bytes (rss ${mib(before.rss)} -> ${mib(after.rss)}, peak ${mib(after.hwm)})`);
+
+  // Reading 54,321 (the first read above) read ahead the files after it, found by position
+  // in the middle of the paged directory: reading them in order is answered by the binding.
+  const ahead = (r: Record<string, number>): number => r['READ of files read ahead'] ?? 0;
+  const hits0 = ahead(js1.requests);
+  for (const i of run.slice(1)) t.equal(await fs.readFile(path.join(dir, name(i)), 'utf8'), `message ${i}\n`, `read ${name(i)}`);
+  const hits = ahead((await serverMemory(m)).requests) - hits0;
+  t.ok(hits >= run.length - 2, `the files after the one read first came from the read-ahead store: ${hits} of ${run.length - 1} reads`);
 });
 
 function mib(n: number): string {

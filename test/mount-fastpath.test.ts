@@ -113,6 +113,9 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   const expected = (await sums(src)).split('\n').filter((l) => !l.endsWith('./new-file')).join('\n'); // added after `dated`
   t.ok(expected.split('\n').length > 20, 'files to read');
   t.equal(await sums(dated), expected, 'every file reads back (opened by node ids JS learned from the binding)');
+  // Read in directory order, most small files came from the binding's read-ahead store.
+  const aheadReads = (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
+  t.ok(aheadReads >= 10, `reads answered from files read ahead, with the same bytes (${aheadReads})`);
   await m.stop();
 
   // A walk that stats every name (the tape job's tar): once it has looked up a file, the

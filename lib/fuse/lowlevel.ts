@@ -79,7 +79,18 @@ export interface LowLevelOptions {
   log?: (line: string) => void;
   /** Let the binding answer repeated questions itself (default true; false to compare or rule it out). */
   replyCaching?: boolean;
+  /** Hands the binding a file's whole content for reads it answers itself (FuseSession.offerContent). */
+  offerContent?: (node: bigint, bytes: Uint8Array) => boolean;
 }
+
+/**
+ * Reading ahead across files, once a file of snapshot content is read from its start: the
+ * small files after it in its directory, handed to the binding (whose store holds 4 MiB).
+ * A tape job's tar of a mail spool then has most reads answered without a trip to JS.
+ */
+const FILES_AHEAD = { files: 64, bytes: 2 * 1024 * 1024, fileBytes: 128 * 1024, entries: 256 };
+/** Files offered recently (not offered again while the binding may still hold them). */
+const OFFERED_MAX = 4096;
 
 export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevelHandlers {
   const timeout = (id: bigint): number => (vfs.isSnapshotContent(id) ? CONTENT_TIMEOUT_S : LIVE_TIMEOUT_S);
@@ -98,6 +109,24 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   const mark = (id: bigint): void => {
     if (lookedUpIn.size >= LISTED_LOOKUP_DIRS) lookedUpIn.clear();
     lookedUpIn.add(id);
+  };
+
+  let readingAhead = false;
+  const offered = new Set<bigint>();
+  const readFilesAfter = (id: bigint): void => {
+    const offer = opts.offerContent;
+    if (!offer || !reuse || readingAhead || !vfs.isSnapshotContent(id)) return;
+    readingAhead = true;
+    vfs
+      .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, data) => {
+        if (offered.size >= OFFERED_MAX) offered.clear();
+        offered.add(file);
+        return offer(file, data);
+      })
+      .catch(() => undefined) // a damaged file fails when the reader itself reads it
+      .finally(() => {
+        readingAhead = false;
+      });
   };
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
@@ -169,6 +198,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         const send = (data: Buffer): boolean => replyBuf(req, data);
         // fh 0: opened by the binding itself (OPENED_BY_BINDING in fuse_ll.c).
         await (fh === 0 ? vfs.readNode(ino, offset, size, send) : vfs.read(fh, offset, size, send));
+        if (fh === 0 && offset === 0) readFilesAfter(ino);
       }),
 
     release: (req, _ino, fh) =>

@@ -11,7 +11,7 @@ import { SnapfsError, errnoCode } from '../errors.js';
 import { loadFuseNative, FuseNativeInstance } from './native.js';
 import { FuseOperations } from './operations.js';
 import { lowLevelHandlers } from './lowlevel.js';
-import { mountLowLevel } from '../platform/libfuse.js';
+import { mountLowLevel, FuseSession } from '../platform/libfuse.js';
 
 /** Attribute and entry timeout (seconds): see docs/mount.md, "Caching". */
 export const ATTR_TIMEOUT_S = 1;
@@ -238,9 +238,10 @@ export class MountedFs {
     // SNAPFS_FUSE_NO_CACHE=1: every request reaches JS (to compare with, or rule out, the
     // answers the binding gives itself).
     const replyCaching = process.env.SNAPFS_FUSE_NO_CACHE !== '1';
-    let session;
+    let session: FuseSession | undefined;
     try {
-      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching }), {
+      const offerContent = (node: bigint, bytes: Uint8Array): boolean => session?.offerContent(node, bytes) ?? false;
+      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerContent }), {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,
       });

@@ -215,6 +215,12 @@ export interface FuseSession {
   dropCached(): void;
   /** Requests the kernel sent so far, by name (LOOKUP, READ, OPEN...), answered here or by a handler. */
   requestCounts(): Record<string, number>;
+  /**
+   * The whole, immutable content of a file opened without a handler (fh 0): its reads are
+   * then answered on the libfuse thread until one reaches its end (a bounded store, oldest
+   * first out). False when not taken.
+   */
+  offerContent(node: bigint, bytes: Uint8Array): boolean;
 }
 
 /** Opcode names of linux/fuse.h for requestCounts; others are shown as OP<n>. */
@@ -222,6 +228,7 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   1: 'LOOKUP', 2: 'FORGET', 3: 'GETATTR', 4: 'SETATTR', 5: 'READLINK', 14: 'OPEN', 15: 'READ', 17: 'STATFS',
   18: 'RELEASE', 22: 'GETXATTR', 23: 'LISTXATTR', 25: 'FLUSH', 26: 'INIT', 27: 'OPENDIR', 28: 'READDIR',
   29: 'RELEASEDIR', 34: 'ACCESS', 36: 'INTERRUPT', 42: 'BATCH_FORGET', 44: 'READDIRPLUS',
+  64: 'READ of files read ahead', // not an opcode: READs the binding answered from offerContent
 };
 
 interface Binding {
@@ -232,6 +239,7 @@ interface Binding {
   stop(session: object): boolean;
   dropCached(session: object): void;
   requestCounts(session: object): number[];
+  offerContent(session: object, node: bigint, bytes: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -486,6 +494,9 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     dropCached(): void {
       if (!isClosed) b.dropCached(handle);
+    },
+    offerContent(node: bigint, bytes: Uint8Array): boolean {
+      return !isClosed && b.offerContent(handle, node, bytes);
     },
     requestCounts(): Record<string, number> {
       const out: Record<string, number> = {};

@@ -52,6 +52,8 @@ const TYPE_BITS: Record<EntryKind, number> = {
 const BLKSIZE = 128 * 1024;
 const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
+/** readFilesAfter lets other requests in after this many files. */
+const YIELD_EVERY_FILES = 8;
 /** Files read concurrently by node (readNode) whose read-ahead state is kept. */
 const NODE_READ_STATES = 64;
 const MASK64 = 0xffffffffffffffffn;
@@ -359,17 +361,20 @@ export class Vfs {
     const slash = path.lastIndexOf(0x2f);
     const parentPath = slash < 0 ? EMPTY : path.subarray(0, slash);
     const name = path.subarray(slash + 1);
-    let dirId: BlobId | undefined;
-    if (parentPath.length) {
-      const parent = this.nodes.get(nodeIdOf(['entry', snap.id, parentPath]));
-      if (parent?.type === 'entry' && parent.snap.id === snap.id && parent.entry.subtree) dirId = parent.entry.subtree;
-      else dirId = (await this.trees.resolve(idFromHex(snap.root), pathComponents(parentPath), parentPath.toString('utf8'))).dirId;
-    } else dirId = idFromHex(snap.root);
+    const dirId = await this.dirTreeAt(snap, parentPath);
     const entry = dirId && (await this.trees.lookup(dirId, name));
     if (!entry) throw new SnapfsError('STALE_HANDLE', `${path.toString('utf8')}: held by the kernel but no longer found in its snapshot`);
     const n = this.entryNode(snap, parentPath, entry, inoOf(['dir', snap.source, parentPath]));
     if (n.id !== id) throw new SnapfsError('STALE_HANDLE', `node ${id}: rebuilt as another node`);
     return n;
+  }
+
+  /** The tree of directory `path` in `snap`: from its cached node, else through the trees. */
+  private async dirTreeAt(snap: SnapshotRecord, path: Buffer): Promise<BlobId | undefined> {
+    if (!path.length) return idFromHex(snap.root);
+    const dir = this.nodes.get(nodeIdOf(['entry', snap.id, path]));
+    if (dir?.type === 'entry' && dir.snap.id === snap.id && dir.entry.subtree) return dir.entry.subtree;
+    return (await this.trees.resolve(idFromHex(snap.root), pathComponents(path), path.toString('utf8'))).dirId;
   }
 
   /**
@@ -818,6 +823,44 @@ export class Vfs {
     }
     this.nodeReads.set(id, h);
     return this.readFrom(h, offset, length, use);
+  }
+
+  /**
+   * Reads ahead across files: the small regular files after file `id` in its directory, in
+   * name order (the order tar, cp -a and rsync open them), each whole. `use` gets each
+   * one's node id and bytes (valid during the call only) and returns false to stop; files
+   * `skip` names are passed over. Stops at the limits: files and bytes handed over,
+   * entries looked at.
+   */
+  async readFilesAfter(
+    id: bigint,
+    limits: { files: number; bytes: number; fileBytes: number; entries: number },
+    skip: (id: bigint) => boolean,
+    use: (id: bigint, data: Buffer) => boolean,
+  ): Promise<void> {
+    const n = this.cachedNode(id);
+    if (n?.type !== 'entry') return;
+    this.snapshotLive(n.snap);
+    const slash = n.path.lastIndexOf(0x2f);
+    const parentPath = slash < 0 ? EMPTY : n.path.subarray(0, slash);
+    const dirId = await this.dirTreeAt(n.snap, parentPath);
+    if (!dirId) return;
+    let files = 0;
+    let bytes = 0;
+    let seen = 0;
+    for await (const e of this.trees.entries(dirId, await this.trees.positionAfter(dirId, n.path.subarray(slash + 1)))) {
+      if (++seen > limits.entries || files >= limits.files || bytes >= limits.bytes) break;
+      if (e.kind !== EntryKind.File || e.size === 0 || e.size > limits.fileBytes) continue;
+      const fileId = nodeIdOf(['entry', n.snap.id, [parentPath, e.name]]);
+      if (skip(fileId)) continue;
+      const size = e.size;
+      const taken = await this.files.readWith(this.files.open(e), 0, size, (data) => data.length === size && use(fileId, data));
+      if (!taken) break;
+      files++;
+      bytes += size;
+      // Let the requests that came meanwhile in: the reader may already want one of these.
+      if (files % YIELD_EVERY_FILES === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   private readFrom<T>(h: Handle, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {

@@ -164,6 +164,37 @@ export class TreeReader {
     return undefined;
   }
 
+  /** The position (as `entries` counts) of the first entry named after `name`. */
+  async positionAfter(dirId: BlobId, name: Buffer): Promise<number> {
+    const n = await this.node(dirId);
+    let base = 0;
+    let entries: readonly TreeEntry[];
+    if (n.kind === 'leaf') {
+      entries = n.entries;
+    } else {
+      if (n.pages.length === 0) return 0;
+      // The last page whose first name <= name (the first when none is).
+      let lo = 1;
+      let hi = n.pages.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareNames(n.pages[mid]!.firstName, name) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      const page = lo - 1;
+      for (let i = 0; i < page; i++) base += n.pages[i]!.count;
+      entries = await this.leaf(n.pages[page]!.id);
+    }
+    let lo = 0;
+    let hi = entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareNames(entries[mid]!.name, name) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return base + lo;
+  }
+
   /** Entries from position `start` on, in name order, loading one page at a time. */
   async *entries(dirId: BlobId, start = 0): AsyncGenerator<TreeEntry> {
     const n = await this.node(dirId);

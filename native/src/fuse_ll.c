@@ -71,6 +71,8 @@
 
 #include <fuse_lowlevel.h>
 
+#include "fuse_content.h"
+
 /* ------------------------------------------------------------------ */
 /* libfuse, loaded at run time                                         */
 
@@ -137,6 +139,10 @@ typedef struct fl_session fl_session;
 
 #define KERNEL_OPCODES 64 /* opcodes counted: all the kernel sends us */
 
+/* Small files JS reads ahead: at most this much, in this many files. */
+#define CONTENT_BUDGET_BYTES (4u << 20)
+#define CONTENT_SLOTS 1024u
+
 typedef struct fl_item {
   struct fl_item *prev, *next; /* session's pending list (requests only) */
   fl_session *s;
@@ -163,7 +169,9 @@ struct fl_session {
   bool export_support;
   bool kernel_opens; /* the kernel offered FUSE_NO_OPEN_SUPPORT (see ll_open) */
   _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
+  _Atomic uint64_t content_reads;            /* READs answered from s->content */
   fc_cache *cache;
+  fcc_store *content; /* small files JS read ahead (fuse_content.h) */
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
    * u64, name length u32, name bytes. Loop thread only. */
@@ -457,8 +465,20 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fl_queue(req, FL_OPEN, ino, (uint32_t)fi->flags, 0, 0, NULL);
 }
 
+static void reply_content(void *req, const char *bytes, size_t n) {
+  lf.fuse_reply_buf(req, bytes, n);
+}
+
+/* Reads of a file JS read ahead (offerContent) are answered here; only those
+ * opened without JS, whose reads go by node id anyway. */
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  if (fi->fh == OPENED_BY_BINDING && off >= 0 &&
+      fcc_serve(s->content, ino, (uint64_t)off, size, reply_content, req)) {
+    atomic_fetch_add_explicit(&s->content_reads, 1, memory_order_relaxed);
+    return;
+  }
   fl_queue(req, FL_READ, ino, size, (uint64_t)off, fi->fh, NULL);
 }
 
@@ -689,6 +709,7 @@ static void fl_session_free(fl_session *s) {
   pthread_mutex_destroy(&s->lock);
   free(s->ref_buf);
   fc_free(s->cache);
+  fcc_free(s->content);
   free(s->xattr_ns);
   free(s->mountpoint);
   free(s);
@@ -1159,11 +1180,13 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   fl_session *s = calloc(1, sizeof *s);
   fl_item *close_item = calloc(1, sizeof *close_item);
   fc_cache *cache = fc_new((size_t)cache_entries);
-  if (!s || !close_item || !cache || pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+  fcc_store *content = fcc_new(CONTENT_BUDGET_BYTES, CONTENT_SLOTS);
+  if (!s || !close_item || !cache || !content || pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
     int err = errno ? errno : ENOMEM;
     free(s);
     free(close_item);
     fc_free(cache);
+    fcc_free(content);
     free(mnt);
     free(opts);
     free(xattr_ns);
@@ -1176,6 +1199,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   s->mountpoint = mnt;
   s->export_support = export_support;
   s->cache = cache;
+  s->content = content;
   s->names = HAS(mask, FL_REF);
   s->xattr_ns = xattr_ns;
   s->xattr_ns_len = xattr_ns_len;
@@ -1406,20 +1430,43 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
   fc_clear(s->cache);
+  fcc_clear(s->content);
   SN_CALL(env, napi_get_undefined(env, &r));
   return r;
 }
 
+/* offerContent(session, node: bigint, bytes: Uint8Array): the whole content
+ * of a file of snapshot content, for reads the loop thread answers; false
+ * when not taken (too big, memory short). */
+static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!sn_get_args(env, info, 3, argv, "offerContent")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t id;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "node", "a bigint node id");
+    return NULL;
+  }
+  const uint8_t *p;
+  size_t len;
+  if (!sn_get_bytes(env, argv[2], "bytes", &p, &len)) return NULL;
+  return js_bool(env, !s->torn_down && fcc_put(s->content, id, p, len));
+}
+
 /* requestCounts(session): requests received so far, an array indexed by the
- * kernel's opcode (linux/fuse.h). */
+ * kernel's opcode (linux/fuse.h), then the READs answered from content JS read
+ * ahead. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES, &arr));
-  for (uint32_t i = 0; i < KERNEL_OPCODES; i++) {
-    uint64_t n = atomic_load_explicit(&s->requests[i], memory_order_relaxed);
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 1, &arr));
+  for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
+    uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
+                                      memory_order_relaxed);
     SN_CALL(env, napi_create_double(env, (double)n, &v));
     SN_CALL(env, napi_set_element(env, arr, i, v));
   }
@@ -1781,6 +1828,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("stop", fl_stop),
       FN("dropCached", fl_drop_cached),
       FN("requestCounts", fl_request_counts),
+      FN("offerContent", fl_offer_content),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

@@ -204,6 +204,6 @@ export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; exte
   const all = [...m.child.output().stderr.matchAll(re)];
   const last = all.length > count ? all[all.length - 1]! : undefined;
   if (!last) throw new Error(`no memory line from the server:\n${m.child.output().stderr.slice(-2000)}`);
-  const requests = Object.fromEntries(last[5]!.split(', ').filter(Boolean).map((pair) => [pair.split(' ')[0]!, Number(pair.split(' ')[1])]));
+  const requests = Object.fromEntries(last[5]!.split(', ').filter(Boolean).map((pair) => [pair.slice(0, pair.lastIndexOf(' ')), Number(pair.slice(pair.lastIndexOf(' ') + 1))]));
   return { heapUsed: Number(last[1]) * 1048576, external: Number(last[2]) * 1048576, held: Number(last[3]), fromListings: Number(last[4]), requests };
 }

@@ -1,0 +1,106 @@
+/* See fuse_content.h. */
+#include "fuse_content.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  uint64_t id;
+  size_t len;
+  char *data; /* NULL: slot free (served, or never used) */
+} fcc_slot;
+
+struct fcc_store {
+  pthread_mutex_t lock;
+  fcc_slot *ring; /* insertion order, oldest at head */
+  unsigned cap, head, used;
+  size_t bytes, budget;
+};
+
+fcc_store *fcc_new(size_t budget_bytes, unsigned slots) {
+  fcc_store *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->ring = calloc(slots, sizeof *c->ring);
+  if (!c->ring) {
+    free(c);
+    return NULL;
+  }
+  pthread_mutex_init(&c->lock, NULL);
+  c->cap = slots;
+  c->budget = budget_bytes;
+  return c;
+}
+
+static void drop(fcc_store *c, fcc_slot *s) {
+  if (!s->data) return;
+  c->bytes -= s->len;
+  free(s->data);
+  s->data = NULL;
+}
+
+/* Frees the oldest slot (used or not). Lock held. */
+static void evict_oldest(fcc_store *c) {
+  drop(c, &c->ring[c->head]);
+  c->head = (c->head + 1) % c->cap;
+  c->used--;
+}
+
+static fcc_slot *find(fcc_store *c, uint64_t id) {
+  for (unsigned i = 0; i < c->used; i++) {
+    fcc_slot *s = &c->ring[(c->head + i) % c->cap];
+    if (s->data && s->id == id) return s;
+  }
+  return NULL;
+}
+
+void fcc_clear(fcc_store *c) {
+  pthread_mutex_lock(&c->lock);
+  while (c->used) evict_oldest(c);
+  c->head = 0;
+  pthread_mutex_unlock(&c->lock);
+}
+
+void fcc_free(fcc_store *c) {
+  if (!c) return;
+  fcc_clear(c);
+  pthread_mutex_destroy(&c->lock);
+  free(c->ring);
+  free(c);
+}
+
+bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len) {
+  if (len == 0 || len > c->budget) return false;
+  char *copy = malloc(len);
+  if (!copy) return false;
+  memcpy(copy, data, len);
+  pthread_mutex_lock(&c->lock);
+  if (find(c, id)) {
+    pthread_mutex_unlock(&c->lock);
+    free(copy);
+    return true;
+  }
+  while (c->used && (c->used == c->cap || c->bytes + len > c->budget)) evict_oldest(c);
+  fcc_slot *s = &c->ring[(c->head + c->used) % c->cap];
+  s->id = id;
+  s->len = len;
+  s->data = copy;
+  c->used++;
+  c->bytes += len;
+  pthread_mutex_unlock(&c->lock);
+  return true;
+}
+
+bool fcc_serve(fcc_store *c, uint64_t id, uint64_t off, size_t size,
+               void (*send)(void *arg, const char *bytes, size_t n), void *arg) {
+  pthread_mutex_lock(&c->lock);
+  fcc_slot *s = find(c, id);
+  if (s) {
+    size_t start = off < s->len ? (size_t)off : s->len;
+    size_t n = s->len - start < size ? s->len - start : size;
+    send(arg, s->data + start, n);
+    if (start + n >= s->len) drop(c, s);
+  }
+  pthread_mutex_unlock(&c->lock);
+  return s != NULL;
+}

@@ -1,0 +1,36 @@
+/*
+ * Whole small files JS read ahead (the files after the one a reader just
+ * opened, in directory order: the order tar, cp -a and rsync read them), so
+ * that the loop thread answers their reads without waking JS. Filled by JS
+ * (any thread; one mutex), served and dropped by the loop thread: a file's
+ * bytes go once a read reached its end (the kernel keeps them in its page
+ * cache from then on).
+ *
+ * Bounded by a byte budget and a slot count; the oldest file goes first. A
+ * miss only means the read goes to JS as before.
+ */
+#ifndef SNAPFS_FUSE_CONTENT_H
+#define SNAPFS_FUSE_CONTENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fcc_store fcc_store;
+
+/* NULL when out of memory. */
+fcc_store *fcc_new(size_t budget_bytes, unsigned slots);
+void fcc_free(fcc_store *c);
+void fcc_clear(fcc_store *c);
+
+/* Copies the whole content of node `id` (immutable). False when it cannot
+ * fit at all or memory is short; a node already held is left as is. */
+bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len);
+
+/* When node `id` is held: calls send(arg, bytes, n) with the part of
+ * [off, off + size) inside the file, under the store's lock, and returns
+ * true (drops the node when the part reaches its end). */
+bool fcc_serve(fcc_store *c, uint64_t id, uint64_t off, size_t size,
+               void (*send)(void *arg, const char *bytes, size_t n), void *arg);
+
+#endif
