@@ -84,9 +84,10 @@ export interface LowLevelOptions {
 }
 
 /**
- * Reading ahead across files, once a file of snapshot content is read from its start: the
- * small files after it in its directory, handed to the binding (whose store holds 4 MiB).
- * A tape job's tar of a mail spool then has most reads answered without a trip to JS.
+ * Reading ahead across files, once two files of one directory were read from their start
+ * one after the other (tar, cp -a, rsync; not a reader picking files here and there): the
+ * small files after the second, handed to the binding (whose store holds 4 MiB). A tape
+ * job's tar of a mail spool then has most reads answered without a trip to JS.
  */
 const FILES_AHEAD = { files: 64, bytes: 2 * 1024 * 1024, fileBytes: 128 * 1024, entries: 256 };
 /** Files offered recently (not offered again while the binding may still hold them). */
@@ -112,10 +113,14 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   };
 
   let readingAhead = false;
+  let lastReadDir: bigint | undefined;
   const offered = new Set<bigint>();
   const readFilesAfter = (id: bigint): void => {
     const offer = opts.offerContent;
-    if (!offer || !reuse || readingAhead || !vfs.isSnapshotContent(id)) return;
+    const dir = vfs.directoryOf(id);
+    const inOrder = dir !== undefined && dir === lastReadDir;
+    lastReadDir = dir;
+    if (!offer || !reuse || readingAhead || !inOrder) return;
     readingAhead = true;
     vfs
       .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, data) => {

@@ -390,6 +390,12 @@ export class Vfs {
     return n !== undefined ? n.type === 'entry' : this.pins.has(id);
   }
 
+  /** The inode number of the directory holding entry `id`, when its node is in memory. */
+  directoryOf(id: bigint): bigint | undefined {
+    const n = this.cachedNode(id);
+    return n?.type === 'entry' ? n.parentIno : undefined;
+  }
+
   /** Whether a node id is still known (a path-based caller then uses it again). */
   known(id: bigint): boolean {
     return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined || this.pins.has(id);
