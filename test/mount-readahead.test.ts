@@ -1,0 +1,82 @@
+// Reading ahead across files (lib/fuse/lowlevel.ts, native/src/fuse_content.c): once two
+// files of a directory were read in a row, the small files after them are handed whole to
+// the binding, which answers their reads itself. Those answers must be the file's bytes
+// whatever the reads look like: small direct reads at any offset, reads past the end, and
+// more files than the binding's store holds (the oldest go; their reads reach JS again).
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { runProcess, tmpDir } from './helpers/cli.js';
+import { backup, fuseAvailable, initRepo, mountForeground, serverMemory } from './helpers/mount.js';
+
+const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
+const ahead = async (m: Parameters<typeof serverMemory>[0]): Promise<number> => (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
+const md5 = (b: Buffer): string => crypto.createHash('md5').update(b).digest('hex');
+
+t.test('files read ahead answer every read with the bytes of the file', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-readahead');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  // A few small files of odd sizes, then more than the binding's 4 MiB store holds.
+  const few = path.join(src, 'few');
+  const many = path.join(src, 'many');
+  await fs.mkdir(few, { recursive: true });
+  await fs.mkdir(many, { recursive: true });
+  const sizes = [1, 4095, 4096, 4097, 65_537, 131_072, 100_000, 12_345];
+  for (const [i, size] of sizes.entries()) await fs.writeFile(path.join(few, `f${i}`), crypto.randomBytes(size));
+  const evict = path.join(src, 'evict');
+  await fs.mkdir(evict);
+  const name = (i: number): string => `m${String(i).padStart(3, '0')}`;
+  let manyBytes = 0;
+  for (let i = 0; i < 120; i++) {
+    manyBytes += 60_000 + i * 500;
+    await fs.writeFile(path.join(many, name(i)), crypto.randomBytes(60_000 + i * 500));
+    await fs.writeFile(path.join(evict, name(i)), crypto.randomBytes(60_000 + i * 500));
+  }
+  await initRepo(repo);
+  await backup(repo, src, 'ra');
+  await fs.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt);
+  const dir = path.join(mnt, 'ra', 'last', 'few');
+
+  // Two files in a row: the rest of the directory is read ahead.
+  for (const i of [0, 1]) t.equal(md5(await fs.readFile(path.join(dir, `f${i}`))), md5(await fs.readFile(path.join(few, `f${i}`))), `f${i} reads back`);
+  const before = await ahead(m);
+
+  // Direct 4 KiB reads (no page cache: each one a request), the first ones from the middle
+  // and past the end, then the whole file in order.
+  const f5 = path.join(dir, 'f5'); // 131,072 bytes: 32 blocks
+  const original = await fs.readFile(path.join(few, 'f5'));
+  const block = async (skipBlocks: number): Promise<string> =>
+    (await runProcess('sh', ['-c', `dd if="$1" iflag=direct bs=4096 skip=${skipBlocks} count=1 status=none | md5sum`, 'sh', f5])).stdout.split(' ')[0]!;
+  t.equal(await block(7), md5(original.subarray(7 * 4096, 8 * 4096)), 'a direct read in the middle');
+  t.equal(await block(40), md5(Buffer.alloc(0)), 'a direct read past the end: no bytes (the kernel answers it from the size)');
+  const whole = await runProcess('sh', ['-c', 'dd if="$1" iflag=direct bs=4096 status=none | md5sum', 'sh', f5]);
+  t.equal(whole.stdout.split(' ')[0], md5(original), 'f5 read in direct 4 KiB blocks');
+  const served = (await ahead(m)) - before;
+  t.ok(served >= 3, `the binding answered those reads from the file read ahead (${served})`);
+
+  // Every other file, bytes compared.
+  for (const [i] of sizes.entries()) {
+    t.equal(md5(await fs.readFile(path.join(dir, `f${i}`))), md5(await fs.readFile(path.join(few, `f${i}`))), `f${i} reads back`);
+  }
+
+  // Three read-aheads of ~2 MiB each, nothing of them read yet: the store (4 MiB) lets the
+  // oldest go. Their reads then reach JS again, with the same bytes.
+  const evictDir = path.join(mnt, 'ra', 'last', 'evict');
+  for (const i of [0, 1, 40, 41, 80, 81]) await fs.readFile(path.join(evictDir, name(i)));
+  const beforeEvicted = await ahead(m);
+  for (let i = 2; i <= 10; i++) t.equal(md5(await fs.readFile(path.join(evictDir, name(i)))), md5(await fs.readFile(path.join(evict, name(i)))), `${name(i)} reads back`);
+  const fromStore = (await ahead(m)) - beforeEvicted;
+  t.ok(fromStore < 9, `files read ahead first were let go when the store filled (${fromStore} of 9 reads from it)`);
+
+  // More than the store holds: tar reads them in order; the stream equals the source's.
+  const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
+  const beforeMany = await ahead(m);
+  t.equal(await tarSum(path.join(mnt, 'ra', 'last', 'many')), await tarSum(many), `tar of 120 files (${(manyBytes / 1e6).toFixed(1)} MB) through the mount is byte for byte the source's`);
+  const servedMany = (await ahead(m)) - beforeMany;
+  t.ok(servedMany >= 60, `reads of most of those files were answered from files read ahead (${servedMany} reads for 120 files)`);
+  await m.stop();
+});
