@@ -115,7 +115,7 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   t.equal(await sums(dated), expected, 'every file reads back (opened by node ids JS learned from the binding)');
   // Read in directory order, most small files came from the binding's read-ahead store.
   const aheadReads = (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
-  t.ok(aheadReads >= 10, `reads answered from files read ahead, with the same bytes (${aheadReads})`);
+  t.ok(aheadReads >= 5, `reads answered from files read ahead, with the same bytes (${aheadReads}; test/mount-readahead waits for the read-ahead and counts exactly)`);
   await m.stop();
 
   // A walk that stats every name (the tape job's tar): once it has looked up a file, the

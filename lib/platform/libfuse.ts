@@ -228,7 +228,9 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   1: 'LOOKUP', 2: 'FORGET', 3: 'GETATTR', 4: 'SETATTR', 5: 'READLINK', 14: 'OPEN', 15: 'READ', 17: 'STATFS',
   18: 'RELEASE', 22: 'GETXATTR', 23: 'LISTXATTR', 25: 'FLUSH', 26: 'INIT', 27: 'OPENDIR', 28: 'READDIR',
   29: 'RELEASEDIR', 34: 'ACCESS', 36: 'INTERRUPT', 42: 'BATCH_FORGET', 44: 'READDIRPLUS',
-  64: 'READ of files read ahead', // not an opcode: READs the binding answered from offerContent
+  // Not opcodes: READs the binding answered from offerContent, and the files it took.
+  64: 'READ of files read ahead',
+  65: 'files read ahead',
 };
 
 interface Binding {

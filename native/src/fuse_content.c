@@ -16,6 +16,7 @@ struct fcc_store {
   fcc_slot *ring; /* insertion order, oldest at head */
   unsigned cap, head, used;
   size_t bytes, budget;
+  uint64_t taken;
 };
 
 fcc_store *fcc_new(size_t budget_bytes, unsigned slots) {
@@ -87,8 +88,16 @@ bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len) {
   s->data = copy;
   c->used++;
   c->bytes += len;
+  c->taken++;
   pthread_mutex_unlock(&c->lock);
   return true;
+}
+
+uint64_t fcc_files_taken(fcc_store *c) {
+  pthread_mutex_lock(&c->lock);
+  uint64_t n = c->taken;
+  pthread_mutex_unlock(&c->lock);
+  return n;
 }
 
 bool fcc_serve(fcc_store *c, uint64_t id, uint64_t off, size_t size,

@@ -27,6 +27,9 @@ void fcc_clear(fcc_store *c);
  * fit at all or memory is short; a node already held is left as is. */
 bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len);
 
+/* Files fcc_put took so far (for diagnosis). */
+uint64_t fcc_files_taken(fcc_store *c);
+
 /* When node `id` is held: calls send(arg, bytes, n) with the part of
  * [off, off + size) inside the file, under the store's lock, and returns
  * true (drops the node when the part reaches its end). */

@@ -1457,19 +1457,21 @@ static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
 
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from content JS read
- * ahead. */
+ * ahead, then the files JS handed over for that. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 1, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 2, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
     SN_CALL(env, napi_create_double(env, (double)n, &v));
     SN_CALL(env, napi_set_element(env, arr, i, v));
   }
+  SN_CALL(env, napi_create_double(env, (double)fcc_files_taken(s->content), &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 1, v));
   return arr;
 }
 

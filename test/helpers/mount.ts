@@ -195,6 +195,20 @@ export async function compareMtimesMs(expected: string, actual: string): Promise
 }
 
 /** The server's SIGUSR2 memory line: JS heap in use, external memory, held nodes, lookups answered from listings. */
+/**
+ * Waits until the server's read-ahead across files (which runs after the read that started
+ * it was answered) has handed over what it will: its count of files stops moving.
+ */
+export async function readAheadSettled(m: Mounted): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 50; i++) {
+    const n = (await serverMemory(m)).requests['files read ahead'] ?? 0;
+    if (n === last) return;
+    last = n;
+    await sleep(200);
+  }
+}
+
 export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; external: number; held: number; fromListings: number; requests: Record<string, number> }> {
   const re = /heap ([\d.]+) MiB of [\d.]+ MiB, external ([\d.]+) MiB.*?(\d+) nodes held by the kernel \([^)]*\), (\d+) lookups answered from listings; kernel requests: ([^\n]*)/g;
   const seen = (): number => [...m.child.output().stderr.matchAll(re)].length;
