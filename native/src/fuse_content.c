@@ -100,16 +100,27 @@ uint64_t fcc_files_taken(fcc_store *c) {
   return n;
 }
 
-bool fcc_serve(fcc_store *c, uint64_t id, uint64_t off, size_t size,
-               void (*send)(void *arg, const char *bytes, size_t n), void *arg) {
+bool fcc_take(fcc_store *c, uint64_t id, uint64_t off, size_t size, const char **bytes,
+              size_t *n, void **release) {
   pthread_mutex_lock(&c->lock);
   fcc_slot *s = find(c, id);
-  if (s) {
+  bool held = s != NULL;
+  if (held) {
     size_t start = off < s->len ? (size_t)off : s->len;
-    size_t n = s->len - start < size ? s->len - start : size;
-    send(arg, s->data + start, n);
-    if (start + n >= s->len) drop(c, s);
+    *n = s->len - start < size ? s->len - start : size;
+    if (start + *n >= s->len) {
+      /* The reader is done with it: the node leaves, its bytes go to the caller. */
+      *bytes = s->data + start;
+      *release = s->data;
+      c->bytes -= s->len;
+      s->data = NULL;
+    } else if ((*release = malloc(*n ? *n : 1)) != NULL) {
+      memcpy(*release, s->data + start, *n);
+      *bytes = *release;
+    } else {
+      held = false;
+    }
   }
   pthread_mutex_unlock(&c->lock);
-  return s != NULL;
+  return held;
 }

@@ -30,10 +30,11 @@ bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len);
 /* Files fcc_put took so far (for diagnosis). */
 uint64_t fcc_files_taken(fcc_store *c);
 
-/* When node `id` is held: calls send(arg, bytes, n) with the part of
- * [off, off + size) inside the file, under the store's lock, and returns
- * true (drops the node when the part reaches its end). */
-bool fcc_serve(fcc_store *c, uint64_t id, uint64_t off, size_t size,
-               void (*send)(void *arg, const char *bytes, size_t n), void *arg);
+/* When node `id` is held: points *bytes at the part of [off, off + size)
+ * inside the file (*n bytes) and returns true; the caller sends it without
+ * the store's lock, then frees *release. A part that reaches the end of the
+ * file drops the node (its bytes become *release); any other is a copy. */
+bool fcc_take(fcc_store *c, uint64_t id, uint64_t off, size_t size, const char **bytes,
+              size_t *n, void **release);
 
 #endif

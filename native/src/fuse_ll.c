@@ -465,17 +465,20 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fl_queue(req, FL_OPEN, ino, (uint32_t)fi->flags, 0, 0, NULL);
 }
 
-static void reply_content(void *req, const char *bytes, size_t n) {
-  lf.fuse_reply_buf(req, bytes, n);
-}
-
 /* Reads of a file JS read ahead (offerContent) are answered here; only those
  * opened without JS, whose reads go by node id anyway. */
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
   fl_session *s = lf.fuse_req_userdata(req);
+  const char *bytes;
+  size_t n;
+  void *release;
   if (fi->fh == OPENED_BY_BINDING && off >= 0 &&
-      fcc_serve(s->content, ino, (uint64_t)off, size, reply_content, req)) {
+      fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &release)) {
+    /* Not under the store's lock: the reply wakes the reader, which takes a
+     * while here, and JS fills the store meanwhile. */
+    lf.fuse_reply_buf(req, bytes, n);
+    free(release);
     atomic_fetch_add_explicit(&s->content_reads, 1, memory_order_relaxed);
     return;
   }
