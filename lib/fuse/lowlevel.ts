@@ -16,6 +16,7 @@
 import os from 'node:os';
 import { Vfs, VfsAttr, isShownXattrName } from '../read/vfs.js';
 import {
+  DIRENTPLUS_MIN_BYTES,
   FuseAttr,
   FuseRequest,
   LowLevelHandlers,
@@ -41,6 +42,8 @@ import { errnoOf, isWorthLogging } from './errno.js';
 const LISTED_LOOKUP_DIRS = 65536;
 /** How long after a file lookup a walk is taken to be stat-ing every name (see statWalkAt). */
 const STAT_WALK_MS = 2000;
+/** The least room a plain readdir entry takes (fuse_dirent with a short name). */
+const DIRENT_MIN_BYTES = 32;
 
 /** Seconds the kernel may cache immutable snapshot content (attributes, names, negatives). */
 export const CONTENT_TIMEOUT_S = 3600;
@@ -212,11 +215,12 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         replyOk(req);
       }),
 
-    readdir: (req, ino, size, offset) =>
+    readdir: (req, ino, size, offset, _fh, plus) =>
       run('readdir', req, async () => {
-        // A dirent takes at least 32 bytes: never fetch more than can be sent.
+        // Never fetch more than can be sent.
         const nodes = reuse && lookedUpIn.has(ino);
-        const page = await vfs.readdir(ino, offset, Math.max(1, Math.floor(size / 32)), { nodes });
+        const most = Math.max(1, Math.floor(size / (plus ? DIRENTPLUS_MIN_BYTES : DIRENT_MIN_BYTES)));
+        const page = await vfs.readdir(ino, offset, most, { nodes });
         if (nodes) for (const e of page.entries) if (e.node && (e.node.attr.mode & S_IFMT) === S_IFDIR) mark(e.node.id);
         replyDirents(
           req,

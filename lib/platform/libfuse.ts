@@ -31,7 +31,9 @@
  * immutable nodes, readlink, and getxattr/listxattr that can only be ENODATA
  * or empty; with a `ref` handler, lookups of names a readdir reply listed
  * with their node (FuseDirent.node). FuseSession.dropCached() takes those
- * answers back.
+ * answers back. With a `ref` handler the binding also offers READDIRPLUS,
+ * whose replies hand those nodes to the kernel with the listing: the lookups
+ * do not even happen.
  */
 import { createRequire } from 'node:module';
 import { readdirSync, statSync } from 'node:fs';
@@ -161,8 +163,13 @@ export interface LowLevelHandlers {
   release?(req: FuseRequest, ino: bigint, fh: number): Result;
   /** Reply: replyOpen. Absent: succeeds with fh 0. */
   opendir?(req: FuseRequest, ino: bigint, flags: number): Result;
-  /** Reply: replyDirents (offset 0 = start; else a nextOffset you gave). Include '.' and '..' yourself. */
-  readdir(req: FuseRequest, ino: bigint, size: number, offset: number, fh: number): Result;
+  /**
+   * Reply: replyDirents (offset 0 = start; else a nextOffset you gave). Include '.' and '..' yourself.
+   * `plus`: the kernel asked for READDIRPLUS (negotiated when `ref` exists): each entry sent
+   * with a node is handed to the kernel as looked up, and `ref` is told of it; every entry
+   * then takes at least DIRENTPLUS_MIN_BYTES of `size`.
+   */
+  readdir(req: FuseRequest, ino: bigint, size: number, offset: number, fh: number, plus: boolean): Result;
   /** Reply: replyErr(req, 0). */
   releasedir?(req: FuseRequest, ino: bigint, fh: number): Result;
   /** Reply: replyStatfs. Absent: libfuse's defaults. */
@@ -292,7 +299,8 @@ export function loadLibfuse(first?: string): string {
 
 const OP = {
   LOOKUP: 0, FORGET: 1, GETATTR: 2, READLINK: 3, OPEN: 4, READ: 5, RELEASE: 6, OPENDIR: 7,
-  READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, REF: 14, CLOSED: 31,
+  READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, REF: 14,
+  READDIRPLUS: 15, CLOSED: 31,
 } as const;
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(
@@ -435,7 +443,11 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
         case OP.READ: r = h.read!(req!, ino, x as number, y as number, z as number); break;
         case OP.RELEASE: r = h.release!(req!, ino, x as number); break;
         case OP.OPENDIR: r = h.opendir!(req!, ino, x as number); break;
-        case OP.READDIR: r = h.readdir(req!, ino, x as number, y as number, z as number); break;
+        case OP.READDIR: r = h.readdir(req!, ino, x as number, y as number, z as number, false); break;
+        case OP.READDIRPLUS:
+          plusListings.set(req!, { parent: ino, ref: h.ref! });
+          r = h.readdir(req!, ino, x as number, y as number, z as number, true);
+          break;
         case OP.RELEASEDIR: r = h.releasedir!(req!, ino, x as number); break;
         case OP.STATFS: r = h.statfs!(req!, ino); break;
         case OP.GETXATTR: r = h.getxattr!(req!, ino, x as Buffer, y as number); break;
@@ -588,7 +600,28 @@ export function replyDirents(req: FuseRequest, size: number, entries: readonly F
     nodes ??= Buffer.alloc(entries.length * DN_BYTES);
     packNode(nodes, i * DN_BYTES, n);
   }
-  return native().replyDirents(req, size, entries, nodes);
+  const plus = plusListings.get(req);
+  const sent = native().replyDirents(req, size, entries, nodes);
+  if (plus) {
+    plusListings.delete(req);
+    // The kernel linked every sent entry with a node (but . and ..); one it could not
+    // link comes back as a forget.
+    for (let i = 0; i < sent; i++) {
+      const e = entries[i]!;
+      if (e.node && !isDotName(e.name)) plus.ref(e.node.ino, plus.parent, e.name);
+    }
+  }
+  return sent;
+}
+
+/** The least room an entry of a READDIRPLUS reply takes (fuse_direntplus with a 1-byte name). */
+export const DIRENTPLUS_MIN_BYTES = 160;
+
+/** READDIRPLUS requests not answered yet: the directory, and whom to tell of linked nodes. */
+const plusListings = new WeakMap<FuseRequest, { parent: bigint; ref: NonNullable<LowLevelHandlers['ref']> }>();
+
+function isDotName(name: Buffer): boolean {
+  return name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e));
 }
 
 /** Bytes per FuseDirent.node in the buffer the addon reads (fuse_ll.c, DN_*). */

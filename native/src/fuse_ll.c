@@ -67,6 +67,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <fuse_lowlevel.h>
@@ -87,6 +88,10 @@
   X(fuse_session_exited)         \
   X(fuse_session_receive_buf)    \
   X(fuse_session_process_buf)    \
+  X(fuse_chan_new)               \
+  X(fuse_chan_destroy)           \
+  X(fuse_chan_session)           \
+  X(fuse_chan_data)              \
   X(fuse_chan_fd)                \
   X(fuse_chan_bufsize)           \
   X(fuse_req_userdata)           \
@@ -130,6 +135,7 @@ enum {
   FL_LISTXATTR = 12,
   FL_ACCESS = 13,
   FL_REF = 14,
+  FL_READDIRPLUS = 15,
   FL_CLOSED = 31
 };
 
@@ -168,6 +174,11 @@ struct fl_session {
   bool hook_added;
   bool export_support;
   bool kernel_opens; /* the kernel offered FUSE_NO_OPEN_SUPPORT (see ll_open) */
+  /* INIT as the kernel sent it, until its reply is on its way (see ch_send). */
+  uint64_t init_unique;
+  uint32_t kernel_minor, kernel_flags;
+  bool readdirplus; /* negotiated: listings may hand the kernel looked-up nodes */
+  bool plus_next;   /* loop thread: the READDIR libfuse decodes next was a READDIRPLUS */
   _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
   _Atomic uint64_t content_reads;            /* READs answered from s->content */
   fc_cache *cache;
@@ -498,7 +509,8 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi) {
-  fl_queue(req, FL_READDIR, ino, size, (uint64_t)off, fi->fh, NULL);
+  fl_session *s = lf.fuse_req_userdata(req);
+  fl_queue(req, s->plus_next ? FL_READDIRPLUS : FL_READDIR, ino, size, (uint64_t)off, fi->fh, NULL);
 }
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -600,6 +612,10 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 /* The kernel's side of INIT, which libfuse 2.9 does not pass on for flags it
  * predates. Layouts from the kernel's stable ABI (linux/fuse.h). */
 #define KERNEL_OP_INIT 26
+#define KERNEL_OP_READDIR 28
+#define KERNEL_OP_READDIRPLUS 44
+#define KERNEL_DO_READDIRPLUS (1u << 13)
+#define READDIRPLUS_MINOR 21
 #define KERNEL_NO_OPEN_SUPPORT (1u << 17)
 struct kernel_in_header {
   uint32_t len, opcode;
@@ -612,14 +628,110 @@ struct kernel_init_in {
 
 /* Counts each request by opcode (for diagnosis: requestCounts()) and reads
  * what libfuse does not pass on from INIT. */
-static void note_request(fl_session *s, const void *buf, size_t len) {
-  const struct kernel_in_header *h = buf;
+static void note_request(fl_session *s, void *buf, size_t len) {
+  struct kernel_in_header *h = buf;
   if (len < sizeof *h) return;
   if (h->opcode < KERNEL_OPCODES)
     atomic_fetch_add_explicit(&s->requests[h->opcode], 1, memory_order_relaxed);
+  if (h->opcode == KERNEL_OP_READDIRPLUS && s->readdirplus) {
+    h->opcode = KERNEL_OP_READDIR; /* same body; see "Listings that look up" */
+    s->plus_next = true;
+  }
   if (h->opcode != KERNEL_OP_INIT || len < sizeof *h + sizeof(struct kernel_init_in)) return;
   const struct kernel_init_in *in = (const void *)(h + 1);
   s->kernel_opens = in->major == 7 && (in->flags & KERNEL_NO_OPEN_SUPPORT);
+  if (in->major == 7) {
+    s->init_unique = h->unique;
+    s->kernel_minor = in->minor;
+    s->kernel_flags = in->flags;
+  }
+}
+
+/* Listings that look up
+ * ---------------------
+ * READDIRPLUS (protocol 7.21) carries each listed name's node and attributes,
+ * as a lookup would answer them, so that a walk that stats every name (tar,
+ * ls -l, cp -a, rsync) sends no LOOKUP at all: one round trip a file less.
+ * libfuse 2.9 speaks 7.19 and can neither negotiate nor decode it, so the
+ * binding's own channel raises the minor version and sets
+ * FUSE_DO_READDIRPLUS in libfuse's INIT reply (only when JS takes FL_REF:
+ * every node listed this way is a reference JS must count), and the loop hands
+ * each READDIRPLUS to libfuse as the READDIR it resembles (same request body),
+ * remembering which it was; fl_reply_dirents formats the reply. 7.20 and
+ * 7.21 add nothing else a server must handle. */
+struct kernel_out_header {
+  uint32_t len;
+  int32_t error;
+  uint64_t unique;
+};
+struct kernel_init_out { /* the 7.19 part, all libfuse 2.9 sends */
+  uint32_t major, minor, max_readahead, flags;
+  uint16_t max_background, congestion_threshold;
+  uint32_t max_write;
+};
+
+static int ch_send(struct fuse_chan *ch, const struct iovec iov[], size_t count) {
+  fl_session *s = lf.fuse_chan_data(ch);
+  struct iovec edited[2];
+  struct kernel_init_out init;
+  if (s->init_unique && count == 2 && iov[0].iov_len == sizeof(struct kernel_out_header) &&
+      ((const struct kernel_out_header *)iov[0].iov_base)->unique == s->init_unique) {
+    s->init_unique = 0;
+    if (((const struct kernel_out_header *)iov[0].iov_base)->error == 0 &&
+        iov[1].iov_len == sizeof init && s->names && s->kernel_minor >= READDIRPLUS_MINOR &&
+        (s->kernel_flags & KERNEL_DO_READDIRPLUS)) {
+      memcpy(&init, iov[1].iov_base, sizeof init);
+      if (init.major == 7 && init.minor < READDIRPLUS_MINOR) {
+        init.minor = READDIRPLUS_MINOR;
+        init.flags |= KERNEL_DO_READDIRPLUS;
+        s->readdirplus = true;
+        edited[0] = iov[0];
+        edited[1] = (struct iovec){.iov_base = &init, .iov_len = sizeof init};
+        iov = edited;
+      }
+    }
+  }
+  ssize_t res = writev(lf.fuse_chan_fd(ch), iov, (int)count);
+  return res < 0 ? -errno : 0; /* -ENOENT: the request was interrupted */
+}
+
+/* As libfuse's own channel receives. */
+static int ch_receive(struct fuse_chan **chp, char *buf, size_t size) {
+  struct fuse_chan *ch = *chp;
+  struct fuse_session *se = lf.fuse_chan_session(ch);
+  for (;;) {
+    ssize_t res = read(lf.fuse_chan_fd(ch), buf, size);
+    int err = errno;
+    if (lf.fuse_session_exited(se)) return 0;
+    if (res >= 0) return res < (ssize_t)sizeof(struct kernel_in_header) ? -EIO : (int)res;
+    if (err == ENOENT) continue; /* interrupted before we read it */
+    if (err == ENODEV) {         /* unmounted */
+      lf.fuse_session_exit(se);
+      return 0;
+    }
+    return -err;
+  }
+}
+
+static void ch_destroy(struct fuse_chan *ch) {
+  int fd = lf.fuse_chan_fd(ch);
+  if (fd >= 0) close(fd);
+}
+
+static struct fuse_chan_ops ch_ops = {.receive = ch_receive, .send = ch_send, .destroy = ch_destroy};
+
+/* Replaces the channel fuse_mount made with one of ch_ops on the same
+ * /dev/fuse; keeps the original when that fails (no READDIRPLUS then). */
+static struct fuse_chan *own_channel(fl_session *s, struct fuse_chan *kernel_ch) {
+  int fd = fcntl(lf.fuse_chan_fd(kernel_ch), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return kernel_ch;
+  struct fuse_chan *ch = lf.fuse_chan_new(&ch_ops, fd, lf.fuse_chan_bufsize(kernel_ch), s);
+  if (!ch) {
+    close(fd);
+    return kernel_ch;
+  }
+  lf.fuse_chan_destroy(kernel_ch); /* closes its descriptor; ours stays open */
+  return ch;
 }
 
 static void *fl_loop(void *arg) {
@@ -657,6 +769,7 @@ static void *fl_loop(void *arg) {
     }
     if (!(fb.flags & FUSE_BUF_IS_FD)) note_request(s, fb.mem, (size_t)res);
     lf.fuse_session_process_buf(s->se, &fb, ch);
+    s->plus_next = false; /* ll_readdir took it, or libfuse answered itself */
   }
   free(buf);
   lf.fuse_session_exit(s->se);
@@ -803,6 +916,7 @@ static void deliver_request(napi_env env, napi_value js_cb, fl_item *it) {
       break;
     case FL_READ:
     case FL_READDIR:
+    case FL_READDIRPLUS:
       ok = ok && mk_num(env, it->a, &argv[3]) && mk_num(env, it->b, &argv[4]) &&
            mk_num(env, it->c, &argv[5]);
       argc = 6;
@@ -1250,6 +1364,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
 
   errno = 0;
   s->ch = lf.fuse_mount(mnt, &args);
+  if (s->ch) s->ch = own_channel(s, s->ch);
   if (!s->ch) {
     failed = "fuse_mount";
     err = errno ? errno : EIO;
@@ -1721,39 +1836,120 @@ static struct timespec rd_time(const uint8_t *p) {
   return ts;
 }
 
-/* Entry i of a `nodes` buffer into the name table, if present and sane. */
-static void put_listed_name(fl_session *s, uint64_t parent, const char *name,
-                            const uint8_t *nodes, size_t nodes_len, uint32_t i) {
-  if (!nodes || (size_t)(i + 1) * DN_BYTES > nodes_len) return;
+typedef struct {
+  uint64_t id;
+  struct stat st;
+  double timeout;
+  bool no_xattrs;
+} listed_node;
+
+/* Entry i of a `nodes` buffer: 1 when present, 0 when absent, -1 when
+ * present but out of range. */
+static int read_listed_node(const uint8_t *nodes, size_t nodes_len, uint32_t i, listed_node *n) {
+  if (!nodes || (size_t)(i + 1) * DN_BYTES > nodes_len) return 0;
   const uint8_t *p = nodes + (size_t)i * DN_BYTES;
   uint32_t flags = rd_u32(p + DN_FLAGS);
+  if (!(flags & 1)) return 0;
   double timeout = rd_f64(p + DN_TIMEOUT);
   double size = rd_f64(p + DN_SIZE), blocks = rd_f64(p + DN_BLOCKS), rdev = rd_f64(p + DN_RDEV);
-  if (!(flags & 1) || !(timeout >= 0 && timeout <= 1e9) || !(size >= 0 && size <= MAX_SAFE) ||
+  if (!(timeout >= 0 && timeout <= 1e9) || !(size >= 0 && size <= MAX_SAFE) ||
       !(blocks >= 0 && blocks <= MAX_SAFE) || !(rdev >= 0 && rdev <= MAX_SAFE))
-    return;
-  struct stat st;
-  memset(&st, 0, sizeof st);
-  st.st_ino = (ino_t)rd_u64(p + DN_INO);
-  st.st_size = (off_t)size;
-  st.st_blocks = (blkcnt_t)blocks;
-  st.st_rdev = (dev_t)rdev;
-  st.st_atim = rd_time(p + DN_ATIME);
-  st.st_mtim = rd_time(p + DN_MTIME);
-  st.st_ctim = rd_time(p + DN_CTIME);
-  st.st_mode = (mode_t)rd_u32(p + DN_MODE);
-  st.st_nlink = (nlink_t)rd_u32(p + DN_NLINK);
-  st.st_uid = (uid_t)rd_u32(p + DN_UID);
-  st.st_gid = (gid_t)rd_u32(p + DN_GID);
-  st.st_blksize = (blksize_t)rd_u32(p + DN_BLKSIZE);
-  fc_put_name(s->cache, parent, name, rd_u64(p + DN_ID), &st, timeout, (flags & 2) != 0);
+    return -1;
+  memset(&n->st, 0, sizeof n->st);
+  n->id = rd_u64(p + DN_ID);
+  n->timeout = timeout;
+  n->no_xattrs = (flags & 2) != 0;
+  n->st.st_ino = (ino_t)rd_u64(p + DN_INO);
+  n->st.st_size = (off_t)size;
+  n->st.st_blocks = (blkcnt_t)blocks;
+  n->st.st_rdev = (dev_t)rdev;
+  n->st.st_atim = rd_time(p + DN_ATIME);
+  n->st.st_mtim = rd_time(p + DN_MTIME);
+  n->st.st_ctim = rd_time(p + DN_CTIME);
+  n->st.st_mode = (mode_t)rd_u32(p + DN_MODE);
+  n->st.st_nlink = (nlink_t)rd_u32(p + DN_NLINK);
+  n->st.st_uid = (uid_t)rd_u32(p + DN_UID);
+  n->st.st_gid = (gid_t)rd_u32(p + DN_GID);
+  n->st.st_blksize = (blksize_t)rd_u32(p + DN_BLKSIZE);
+  return 1;
+}
+
+/* READDIRPLUS's entry layout (linux/fuse.h, protocol 7.21). */
+struct kernel_attr {
+  uint64_t ino, size, blocks, atime, mtime, ctime;
+  uint32_t atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags;
+};
+struct kernel_entry_out {
+  uint64_t nodeid, generation, entry_valid, attr_valid;
+  uint32_t entry_valid_nsec, attr_valid_nsec;
+  struct kernel_attr attr;
+};
+struct kernel_dirent {
+  uint64_t ino, off;
+  uint32_t namelen, type;
+};
+_Static_assert(sizeof(struct kernel_entry_out) == 128, "fuse_entry_out is 128 bytes");
+#define DIRENTPLUS_NAME_OFFSET (sizeof(struct kernel_entry_out) + sizeof(struct kernel_dirent))
+#define DIRENT_ALIGN(x) (((x) + 7) & ~(size_t)7)
+
+static void valid_for(double t, uint64_t *sec, uint32_t *nsec) {
+  *sec = (uint64_t)t;
+  double frac = (t - (double)*sec) * 1e9;
+  *nsec = frac <= 0 ? 0 : frac >= 999999999 ? 999999999 : (uint32_t)frac;
+}
+
+/* Packs one READDIRPLUS entry at buf (room bytes left); returns its size,
+ * which exceeds room when it does not fit (then nothing is written). A NULL
+ * node is a plain entry: the kernel links nothing for it. */
+static size_t add_direntplus(char *buf, size_t room, const char *name, uint64_t ino, uint32_t mode,
+                             uint64_t off, const listed_node *node) {
+  size_t namelen = strlen(name);
+  size_t need = DIRENT_ALIGN(DIRENTPLUS_NAME_OFFSET + namelen);
+  if (need > room) return need;
+  memset(buf, 0, need);
+  struct kernel_entry_out *e = (void *)buf;
+  if (node) {
+    const struct stat *st = &node->st;
+    e->nodeid = node->id;
+    valid_for(node->timeout, &e->entry_valid, &e->entry_valid_nsec);
+    valid_for(node->timeout, &e->attr_valid, &e->attr_valid_nsec);
+    e->attr.ino = st->st_ino;
+    e->attr.size = (uint64_t)st->st_size;
+    e->attr.blocks = (uint64_t)st->st_blocks;
+    e->attr.atime = (uint64_t)st->st_atim.tv_sec;
+    e->attr.mtime = (uint64_t)st->st_mtim.tv_sec;
+    e->attr.ctime = (uint64_t)st->st_ctim.tv_sec;
+    e->attr.atimensec = (uint32_t)st->st_atim.tv_nsec;
+    e->attr.mtimensec = (uint32_t)st->st_mtim.tv_nsec;
+    e->attr.ctimensec = (uint32_t)st->st_ctim.tv_nsec;
+    e->attr.mode = st->st_mode;
+    e->attr.nlink = (uint32_t)st->st_nlink;
+    e->attr.uid = st->st_uid;
+    e->attr.gid = st->st_gid;
+    e->attr.rdev = (uint32_t)st->st_rdev;
+    e->attr.blksize = (uint32_t)st->st_blksize;
+  }
+  struct kernel_dirent *d = (void *)(buf + sizeof *e);
+  d->ino = ino;
+  d->off = off;
+  d->namelen = (uint32_t)namelen;
+  d->type = (mode & S_IFMT) >> 12;
+  memcpy(buf + DIRENTPLUS_NAME_OFFSET, name, namelen);
+  return need;
+}
+
+static bool is_dot_name(const char *name) {
+  return name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0));
 }
 
 /* replyDirents(req, size, entries: {name, ino, mode, nextOffset}[], nodes:
  * Uint8Array | null): packs entries until `size` bytes are full and replies;
- * returns how many fit. `nodes` (DN_BYTES per entry, in entry order) lets the
- * loop thread answer lookups of the names that were sent (only when JS takes
- * FL_REF). Nothing is sent when an entry is malformed (TypeError). */
+ * returns how many fit, or 0 when the reply was not delivered. `nodes`
+ * (DN_BYTES per entry, in entry order) lets the loop thread answer lookups of
+ * the names that were sent (only when JS takes FL_REF). Answering a
+ * READDIRPLUS, each sent entry with a node but "." and ".." hands the kernel
+ * that node as looked up: one reference JS counts. Nothing is sent when an
+ * entry is malformed (TypeError). */
 static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(4, "replyDirents")
   int64_t size;
@@ -1773,6 +1969,7 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!state) return js_num0(env);
+  bool plus = it->op == FL_READDIRPLUS;
   char *buf = malloc((size_t)size + 1);
   char name[DIRENT_NAME_MAX + 1];
   if (!buf) {
@@ -1799,18 +1996,30 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
         !num_prop(env, e, "mode", 0, 0xffffffffLL, -1, &mode) ||
         !num_prop(env, e, "nextOffset", 1, MAX_SAFE, -1, &off))
       goto fail;
-    memset(&st, 0, sizeof st);
-    st.st_ino = (ino_t)ino;
-    st.st_mode = (mode_t)mode;
-    /* fuse_add_direntry only measures when the entry does not fit */
-    size_t need = lf.fuse_add_direntry(it->req, buf + used, (size_t)size - used, name, &st,
-                                       (off_t)off);
+    listed_node node;
+    int has_node = read_listed_node(nodes, nodes_len, count, &node);
+    if (has_node < 0 && plus) {
+      throw_type(env, "entry.node", "attributes in range");
+      goto fail;
+    }
+    size_t need;
+    if (plus) {
+      need = add_direntplus(buf + used, (size_t)size - used, name, ino, (uint32_t)mode,
+                            (uint64_t)off, has_node > 0 && !is_dot_name(name) ? &node : NULL);
+    } else {
+      memset(&st, 0, sizeof st);
+      st.st_ino = (ino_t)ino;
+      st.st_mode = (mode_t)mode;
+      /* fuse_add_direntry only measures when the entry does not fit */
+      need = lf.fuse_add_direntry(it->req, buf + used, (size_t)size - used, name, &st, (off_t)off);
+    }
     if (need > (size_t)size - used) break;
     used += need;
-    put_listed_name(it->s, it->ino, name, nodes, nodes_len, count);
+    if (has_node > 0)
+      fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
   }
   napi_value r;
-  lf.fuse_reply_buf(fl_claim(it), buf, used);
+  if (lf.fuse_reply_buf(fl_claim(it), buf, used) != 0) count = 0;
   free(buf);
   if (napi_create_uint32(env, count, &r) != napi_ok) {
     sn_throw_last(env);
