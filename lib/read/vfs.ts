@@ -403,7 +403,7 @@ export class Vfs {
 
   /**
    * Nodes the kernel holds, the bytes their records take, and how many references came
-   * from lookups a binding answered itself (refChild), for the memory log line.
+   * from listings, not from lookups JS answered (refChild), for the memory log line.
    */
   get held(): { nodes: number; bytes: number; fromListings: number } {
     return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes, fromListings: this.childRefs };
