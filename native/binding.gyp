@@ -28,7 +28,7 @@
     },
     {
       "target_name": "snapfs_fuse",
-      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/util.c"],
+      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/fuse_push.c", "src/util.c"],
       "include_dirs": ["<!(node -e \"require('fuse-shared-library-linux/include')\")"],
       "cflags": ["-O2", "-std=c11", "-Wall", "-Wextra", "-pthread"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8", "_FILE_OFFSET_BITS=64", "FUSE_USE_VERSION=26"],

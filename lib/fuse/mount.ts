@@ -238,12 +238,16 @@ export class MountedFs {
     // SNAPFS_FUSE_NO_CACHE=1: every request reaches JS (to compare with, or rule out, the
     // answers the binding gives itself).
     const replyCaching = process.env.SNAPFS_FUSE_NO_CACHE !== '1';
+    // SNAPFS_FUSE_NO_PUSH=1: files read ahead are not pushed into the page cache, so that
+    // their reads reach the binding (to compare with, or to test its store).
+    const pushContent = process.env.SNAPFS_FUSE_NO_PUSH !== '1';
     let session: FuseSession | undefined;
     try {
       const offerContent = (node: bigint, bytes: Uint8Array): boolean => session?.offerContent(node, bytes) ?? false;
       session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerContent }), {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,
+        pushContent,
       });
     } catch (err) {
       throw new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${(err as Error).message} (is /dev/fuse available?)`, { cause: err });

@@ -195,6 +195,11 @@ export interface MountConfig {
   xattrNamespaces?: readonly string[];
   /** Nodes whose ReplyCaching facts and symlink targets the binding keeps; default 32768 (about 120 bytes each). */
   cacheEntries?: number;
+  /**
+   * offerContent also pushes the file into the kernel's page cache (FUSE_NOTIFY_STORE,
+   * from a thread of the binding's), so that its reads are not even sent. Default true.
+   */
+  pushContent?: boolean;
   /** Called for every handler that throws or rejects (after the request was answered). */
   onError?(err: unknown, op: string): void;
 }
@@ -225,7 +230,8 @@ export interface FuseSession {
   /**
    * The whole, immutable content of a file opened without a handler (fh 0): its reads are
    * then answered on the libfuse thread until one reaches its end (a bounded store, oldest
-   * first out). False when not taken.
+   * first out); with pushContent, the kernel also gets its pages (those reads are then
+   * not even sent, unless it let the pages go). False when not taken.
    */
   offerContent(node: bigint, bytes: Uint8Array): boolean;
 }
@@ -235,15 +241,18 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   1: 'LOOKUP', 2: 'FORGET', 3: 'GETATTR', 4: 'SETATTR', 5: 'READLINK', 14: 'OPEN', 15: 'READ', 17: 'STATFS',
   18: 'RELEASE', 22: 'GETXATTR', 23: 'LISTXATTR', 25: 'FLUSH', 26: 'INIT', 27: 'OPENDIR', 28: 'READDIR',
   29: 'RELEASEDIR', 34: 'ACCESS', 36: 'INTERRUPT', 42: 'BATCH_FORGET', 44: 'READDIRPLUS',
-  // Not opcodes: READs the binding answered from offerContent, and the files it took.
+  // Not opcodes: READs the binding answered from offerContent, the files it took, and of
+  // those, the files the kernel took into its page cache or refused (not known).
   64: 'READ of files read ahead',
   65: 'files read ahead',
+  66: 'files pushed',
+  67: 'pushes refused',
 };
 
 interface Binding {
   load(paths: string[]): string;
   mount(mountpoint: string, options: string, handlerMask: number, exportSupport: boolean,
-    xattrNamespaces: Buffer | null, cacheEntries: number,
+    xattrNamespaces: Buffer | null, cacheEntries: number, pushContent: boolean,
     dispatch: (op: number, req: FuseRequest | undefined, ino: bigint, x?: unknown, y?: unknown, z?: unknown) => void): object;
   stop(session: object): boolean;
   dropCached(session: object): void;
@@ -476,7 +485,7 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
   const nsBytes = ns ? Buffer.from(ns.map((p) => `${p}\0`).join(''), 'utf8') : null;
   let handle: object;
   try {
-    handle = b.mount(mnt, options.join(','), mask, !!config.exportSupport, nsBytes, config.cacheEntries ?? 32768, dispatch);
+    handle = b.mount(mnt, options.join(','), mask, !!config.exportSupport, nsBytes, config.cacheEntries ?? 32768, config.pushContent ?? true, dispatch);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.syscall === 'fuse_mount' || e.syscall === 'fuse_lowlevel_new') {

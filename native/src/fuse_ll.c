@@ -73,6 +73,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fuse_content.h"
+#include "fuse_push.h"
 
 /* ------------------------------------------------------------------ */
 /* libfuse, loaded at run time                                         */
@@ -147,6 +148,8 @@ typedef struct fl_session fl_session;
 
 /* Small files JS reads ahead: at most this much, in this many files. */
 #define CONTENT_BUDGET_BYTES (4u << 20)
+/* Bytes of files queued for pushing into the page cache (see fuse_push.h). */
+#define PUSH_BUDGET_BYTES (8u << 20)
 #define CONTENT_SLOTS 1024u
 
 typedef struct fl_item {
@@ -173,6 +176,7 @@ struct fl_session {
   bool torn_down;
   bool hook_added;
   bool export_support;
+  bool push_content; /* offered files also go to s->pusher */
   bool kernel_opens; /* the kernel offered FUSE_NO_OPEN_SUPPORT (see ll_open) */
   /* INIT as the kernel sent it, until its reply is on its way (see ch_send). */
   uint64_t init_unique;
@@ -183,6 +187,8 @@ struct fl_session {
   _Atomic uint64_t content_reads;            /* READs answered from s->content */
   fc_cache *cache;
   fcc_store *content; /* small files JS read ahead (fuse_content.h) */
+  fp_pusher *pusher;  /* NULL: not pushing them (fuse_push.h) */
+  uint64_t pushed, push_refused; /* the pusher's counts when it stopped */
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
    * u64, name length u32, name bytes. Loop thread only. */
@@ -810,6 +816,11 @@ static void fl_teardown(fl_session *s, bool from_hook) {
     it->state = RQ_DEAD;
   }
   pthread_mutex_unlock(&s->lock);
+  if (s->pusher) {
+    fp_counts(s->pusher, &s->pushed, &s->push_refused);
+    fp_release(s->pusher);
+    s->pusher = NULL;
+  }
   lf.fuse_session_destroy(s->se); /* also destroys the channel: closes /dev/fuse */
   s->se = NULL;
   s->ch = NULL;
@@ -822,6 +833,7 @@ static void fl_teardown(fl_session *s, bool from_hook) {
 }
 
 static void fl_session_free(fl_session *s) {
+  if (s->pusher) fp_release(s->pusher);
   pthread_mutex_destroy(&s->lock);
   free(s->ref_buf);
   fc_free(s->cache);
@@ -1261,14 +1273,15 @@ static bool xattr_ns_arg(napi_env env, napi_value v, char **out, size_t *len) {
 
 /* mount(mountpoint: string, options: string, handlerMask: number,
  *       exportSupport: boolean, xattrNamespaces: Buffer | null,
- *       cacheEntries: number, dispatch: Function): session handle */
+ *       cacheEntries: number, pushContent: boolean, dispatch: Function):
+ *       session handle */
 static napi_value fl_mount(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!sn_get_args(env, info, 7, argv, "mount") || !loaded_or_throw(env)) return NULL;
+  napi_value argv[8];
+  if (!sn_get_args(env, info, 8, argv, "mount") || !loaded_or_throw(env)) return NULL;
   char *mnt = NULL, *opts = NULL, *xattr_ns = NULL;
   size_t xattr_ns_len = 0;
   int64_t mask, cache_entries;
-  bool export_support;
+  bool export_support, push_content;
   napi_valuetype t;
   if (!sn_get_cstr(env, argv[0], "mountpoint", &mnt)) return NULL;
   size_t optlen = 0;
@@ -1284,7 +1297,8 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
       !sn_get_bool(env, argv[3], "exportSupport", &export_support) ||
       !xattr_ns_arg(env, argv[4], &xattr_ns, &xattr_ns_len) ||
       !sn_get_int64(env, argv[5], "cacheEntries", 4, 1 << 24, &cache_entries) ||
-      napi_typeof(env, argv[6], &t) != napi_ok || t != napi_function) {
+      !sn_get_bool(env, argv[6], "pushContent", &push_content) ||
+      napi_typeof(env, argv[7], &t) != napi_ok || t != napi_function) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) throw_type(env, "dispatch", "a function");
@@ -1315,6 +1329,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   s->env = env;
   s->mountpoint = mnt;
   s->export_support = export_support;
+  s->push_content = push_content;
   s->cache = cache;
   s->content = content;
   s->names = HAS(mask, FL_REF);
@@ -1391,11 +1406,14 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
       failed = "fcntl";
       err = errno;
     }
+    /* Without it (no thread or descriptor to spare), offered files are only
+     * kept for the loop thread to answer their READs. */
+    if (!failed && s->push_content) s->pusher = fp_start(fd, PUSH_BUDGET_BYTES);
   }
   if (!failed) {
     napi_value name;
     if (napi_create_string_utf8(env, "snapfs_fuse", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-        napi_create_threadsafe_function(env, argv[6], NULL, name, 0, 1, s, fl_tsfn_finalize,
+        napi_create_threadsafe_function(env, argv[7], NULL, name, 0, 1, s, fl_tsfn_finalize,
                                         s, fl_call_js, &s->tsfn) != napi_ok) {
       failed = "napi_create_threadsafe_function";
       err = ENOMEM;
@@ -1549,13 +1567,15 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   fc_clear(s->cache);
   fcc_clear(s->content);
+  if (s->pusher) fp_clear(s->pusher);
   SN_CALL(env, napi_get_undefined(env, &r));
   return r;
 }
 
 /* offerContent(session, node: bigint, bytes: Uint8Array): the whole content
- * of a file of snapshot content, for reads the loop thread answers; false
- * when not taken (too big, memory short). */
+ * of a file of snapshot content, for reads the loop thread answers and, when
+ * pushing, for the kernel's page cache; false when taken by neither (too big,
+ * memory short). */
 static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!sn_get_args(env, info, 3, argv, "offerContent")) return NULL;
@@ -1570,18 +1590,22 @@ static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
   const uint8_t *p;
   size_t len;
   if (!sn_get_bytes(env, argv[2], "bytes", &p, &len)) return NULL;
-  return js_bool(env, !s->torn_down && fcc_put(s->content, id, p, len));
+  if (s->torn_down) return js_bool(env, false);
+  bool kept = fcc_put(s->content, id, p, len);
+  bool pushed = s->pusher && fp_offer(s->pusher, id, p, len);
+  return js_bool(env, kept || pushed);
 }
 
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from content JS read
- * ahead, then the files JS handed over for that. */
+ * ahead, the files JS handed over for that, the files pushed into the page
+ * cache and the pushes the kernel refused. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 2, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 4, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1590,6 +1614,12 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   }
   SN_CALL(env, napi_create_double(env, (double)fcc_files_taken(s->content), &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 1, v));
+  uint64_t pushed = s->pushed, refused = s->push_refused;
+  if (s->pusher) fp_counts(s->pusher, &pushed, &refused);
+  SN_CALL(env, napi_create_double(env, (double)pushed, &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 2, v));
+  SN_CALL(env, napi_create_double(env, (double)refused, &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 3, v));
   return arr;
 }
 

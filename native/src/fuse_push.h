@@ -1,0 +1,44 @@
+/*
+ * Pushes whole files JS read ahead into the kernel's page cache
+ * (FUSE_NOTIFY_STORE), so that a reader finds their pages there and sends no
+ * READ at all: a tape job reading a mail spool file after file pays no round
+ * trip for them.
+ *
+ * A thread of its own writes the notifications, on a descriptor of its own
+ * (a dup of /dev/fuse): the kernel locks each page it fills, and a page may be
+ * locked by a READ in flight, which the loop thread or JS answers; neither
+ * ever waits for the pusher (fp_offer only queues, and drops what exceeds the
+ * budget). fp_release returns at once: a write in progress ends on the
+ * pusher's own descriptor (whose number no other file can take meanwhile),
+ * then the thread frees everything.
+ *
+ * Which files it pushes is up to the caller: the bytes must be the file's
+ * whole, immutable content, for a node id the kernel knows (an unknown one
+ * fails harmlessly with ENOENT).
+ */
+#ifndef SNAPFS_FUSE_PUSH_H
+#define SNAPFS_FUSE_PUSH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fp_pusher fp_pusher;
+
+/* Starts a pusher writing to a dup of `fuse_fd`; NULL when that fails. */
+fp_pusher *fp_start(int fuse_fd, size_t budget_bytes);
+
+/* Queues a copy of node `id`'s whole content; false when the queue is over
+ * budget or memory is short. Any thread. */
+bool fp_offer(fp_pusher *p, uint64_t id, const void *data, size_t len);
+
+/* Drops what is queued (snapshots were forgotten). */
+void fp_clear(fp_pusher *p);
+
+/* Files the kernel took, and files it refused (not known, or gone). */
+void fp_counts(fp_pusher *p, uint64_t *pushed, uint64_t *refused);
+
+/* Stops the pusher; p is invalid afterwards. */
+void fp_release(fp_pusher *p);
+
+#endif
