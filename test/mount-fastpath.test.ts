@@ -113,9 +113,12 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   const expected = (await sums(src)).split('\n').filter((l) => !l.endsWith('./new-file')).join('\n'); // added after `dated`
   t.ok(expected.split('\n').length > 20, 'files to read');
   t.equal(await sums(dated), expected, 'every file reads back (opened by node ids JS learned from the binding)');
-  // Read in directory order, most small files came from the binding's read-ahead store.
-  const aheadReads = (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
-  t.ok(aheadReads >= 5, `reads answered from files read ahead, with the same bytes (${aheadReads}; test/mount-readahead waits for the read-ahead and counts exactly)`);
+  // Read in directory order, most small files came from the binding's read-ahead: pushed
+  // into the page cache, or their reads answered from its store.
+  const read = (await serverMemory(m)).requests;
+  const aheadReads = read['READ of files read ahead'] ?? 0;
+  const pushed = read['files pushed'] ?? 0;
+  t.ok(aheadReads + pushed >= 5, `files read ahead, with the same bytes (${pushed} pushed, ${aheadReads} reads answered from the store; test/mount-readahead waits for the read-ahead and counts exactly)`);
   await m.stop();
 
   // A walk that stats every name (the tape job's tar): once it has looked up a file, the
@@ -133,6 +136,8 @@ t.test('the binding answers like JS: stat, xattrs, remounts, live nodes', { skip
   // first open answers ENOSYS, no open or release is sent, only reads.
   const [major, minor] = os.release().split('.').map(Number) as [number, number];
   if (major > 4 || (major === 4 && minor >= 19)) {
-    t.ok((requests.READ ?? 0) > 20 && (requests.OPEN ?? 0) <= 1 && !requests.RELEASE, `tar read every file without open or release requests (${JSON.stringify(requests)})`);
+    // (Files read ahead are pushed into the page cache: tar reads them without a READ.)
+    const read = (requests.READ ?? 0) + (requests['files pushed'] ?? 0);
+    t.ok(read > 20 && (requests.OPEN ?? 0) <= 1 && !requests.RELEASE, `tar read every file without open or release requests (${JSON.stringify(requests)})`);
   }
 });

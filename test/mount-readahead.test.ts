@@ -1,8 +1,10 @@
-// Reading ahead across files (lib/fuse/lowlevel.ts, native/src/fuse_content.c): once two
-// files of a directory were read in a row, the small files after them are handed whole to
-// the binding, which answers their reads itself. Those answers must be the file's bytes
+// Reading ahead across files (lib/fuse/lowlevel.ts, native/src/fuse_content.c,
+// native/src/fuse_push.c): once two files of a directory were read in a row, the small files
+// after them are handed whole to the binding, which pushes them into the kernel's page cache
+// and answers the reads that still come itself. Those answers must be the file's bytes
 // whatever the reads look like: small direct reads at any offset, reads past the end, and
 // more files than the binding's store holds (the oldest go; their reads reach JS again).
+// The first test looks at the store alone (pushing off); the second at the pages pushed.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import crypto from 'node:crypto';
@@ -38,7 +40,7 @@ t.test('files read ahead answer every read with the bytes of the file', { skip }
   await initRepo(repo);
   await backup(repo, src, 'ra');
   await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt);
+  const m = await mountForeground(t, repo, mnt, [], { SNAPFS_FUSE_NO_PUSH: '1' });
   const dir = path.join(mnt, 'ra', 'last', 'few');
 
   // Two files in a row: the rest of the directory is read ahead.
@@ -82,5 +84,63 @@ t.test('files read ahead answer every read with the bytes of the file', { skip }
   t.equal(await tarSum(path.join(mnt, 'ra', 'last', 'many')), await tarSum(many), `tar of 120 files (${(manyBytes / 1e6).toFixed(1)} MB) through the mount is byte for byte the source's`);
   const servedMany = (await ahead(m)) - beforeMany;
   t.ok(servedMany >= 60, `reads of most of those files were answered from files read ahead (${servedMany} reads for 120 files)`);
+  await m.stop();
+});
+
+t.test('files read ahead are pushed into the page cache: their reads are not even sent', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-push');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  const spool = path.join(src, 'spool');
+  await fs.mkdir(spool, { recursive: true });
+  // A file sorted before the spool: its lookup tells the server a walk stats names, so the
+  // spool's listing hands the kernel every file's node (READDIRPLUS) before tar reads one.
+  // A node the kernel does not know yet cannot be pushed (refused; its reads come as before).
+  await fs.writeFile(path.join(src, 'a-file'), 'first\n');
+  const files = 300;
+  const name = (i: number): string => `${i}.`; // Cyrus spool names
+  for (let i = 0; i < files; i++) await fs.writeFile(path.join(spool, name(i)), crypto.randomBytes(1 + ((i * 7919) % 90_000)));
+  await initRepo(repo);
+  await backup(repo, src, 'push');
+  await fs.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt);
+  const last = path.join(mnt, 'push', 'last');
+  const dir = path.join(last, 'spool');
+  const counts = async (): Promise<Record<string, number>> => (await serverMemory(m)).requests;
+
+  // tar lists the spool, then reads its files in order: after the first two, most are in
+  // the page cache before tar gets there.
+  const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
+  const c0 = await counts();
+  t.equal(await tarSum(last), await tarSum(src), `tar of ${files} files through the mount is byte for byte the source's`);
+  await readAheadSettled(m);
+  const c1 = await counts();
+  const delta = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
+  t.ok(delta('files pushed') >= files / 2, `most files were pushed into the page cache (${delta('files pushed')} pushed, ${delta('pushes refused')} refused)`);
+  t.ok(delta('READ') < files / 2, `tar's reads of most files were not sent (${delta('READ')} READs for ${files} files)`);
+
+  // What the page cache holds is each file's bytes, read in any order.
+  const order = [...Array(files).keys()].sort((a, b) => ((a * 37) % files) - ((b * 37) % files));
+  for (const i of order) {
+    const got = await fs.readFile(path.join(dir, name(i)));
+    if (md5(got) !== md5(await fs.readFile(path.join(spool, name(i))))) t.fail(`${name(i)} differs`);
+  }
+  t.pass(`all ${files} files read back from the page cache, in another order`);
+
+  // Once the kernel let the pages go, reads reach the server again, with the same bytes.
+  if (process.getuid?.() === 0) {
+    await fs.writeFile('/proc/sys/vm/drop_caches', '1');
+    const r0 = (await counts()).READ ?? 0;
+    t.equal(await tarSum(dir), await tarSum(spool), 'tar again after drop_caches: the same stream');
+    t.ok(((await counts()).READ ?? 0) > r0, 'those reads reached the server');
+  }
+
+  // Readers racing the pushes (two tars of the same files at once, after the pages went):
+  // a push waits for a page a READ in flight holds; nothing deadlocks, nothing differs.
+  if (process.getuid?.() === 0) await fs.writeFile('/proc/sys/vm/drop_caches', '1');
+  const expected = await tarSum(spool);
+  const both = await Promise.all([tarSum(dir), tarSum(dir)]);
+  t.same(both, [expected, expected], 'two tars at once read the source\'s bytes');
   await m.stop();
 });
