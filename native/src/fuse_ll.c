@@ -622,11 +622,6 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 #define KERNEL_OP_READDIRPLUS 44
 #define KERNEL_DO_READDIRPLUS (1u << 13)
 #define READDIRPLUS_MINOR 21
-#define KERNEL_MAX_PAGES (1u << 22)
-#define MAX_PAGES_MINOR 28
-/* Pages a READ may ask for once FUSE_MAX_PAGES is negotiated: 1 MiB, the
- * read-ahead window the server sets (READAHEAD_KIB in lib/fuse/mount.ts). */
-#define READ_MAX_PAGES 256
 #define KERNEL_NO_OPEN_SUPPORT (1u << 17)
 struct kernel_in_header {
   uint32_t len, opcode;
@@ -680,59 +675,27 @@ struct kernel_init_out { /* the 7.19 part, all libfuse 2.9 sends */
   uint16_t max_background, congestion_threshold;
   uint32_t max_write;
 };
-/* From 7.23 on the kernel reads the whole reply (fields it does not find are
- * zero, and a zero max_pages would mean one page per READ). */
-struct kernel_init_out_7_28 {
-  struct kernel_init_out base;
-  uint32_t time_gran;
-  uint16_t max_pages, map_alignment;
-  uint32_t unused[8];
-};
-_Static_assert(sizeof(struct kernel_init_out_7_28) == 64, "fuse_init_out is 64 bytes");
-
-/* libfuse's INIT reply, with what the kernel offered and libfuse predates:
- * READDIRPLUS (when JS counts the references it hands out) and, where the
- * kernel allows READs of more than 32 pages (FUSE_MAX_PAGES, 7.28), 1 MiB
- * READs: a sequential reader's read-ahead window in one request, not eight.
- * 7.20 to 7.28 add nothing else a server must handle: new requests libfuse
- * answers ENOSYS to (the kernel then does without), and flags it leaves unset. */
-static bool edit_init_reply(fl_session *s, const struct iovec *iov, struct kernel_out_header *h,
-                            struct kernel_init_out_7_28 *init, struct iovec edited[2]) {
-  if (h->error != 0 || iov[1].iov_len != sizeof init->base) return false;
-  memcpy(&init->base, iov[1].iov_base, sizeof init->base);
-  if (init->base.major != 7 || init->base.minor >= READDIRPLUS_MINOR) return false;
-  bool plus = s->names && s->kernel_minor >= READDIRPLUS_MINOR && (s->kernel_flags & KERNEL_DO_READDIRPLUS);
-  bool pages = s->kernel_minor >= MAX_PAGES_MINOR && (s->kernel_flags & KERNEL_MAX_PAGES);
-  if (!plus && !pages) return false;
-  size_t len = sizeof init->base;
-  init->base.minor = READDIRPLUS_MINOR;
-  if (plus) {
-    init->base.flags |= KERNEL_DO_READDIRPLUS;
-    s->readdirplus = true;
-  }
-  if (pages) {
-    init->base.minor = MAX_PAGES_MINOR;
-    init->base.flags |= KERNEL_MAX_PAGES;
-    init->max_pages = READ_MAX_PAGES;
-    len = sizeof *init;
-  }
-  h->len = (uint32_t)(sizeof *h + len);
-  edited[0] = (struct iovec){.iov_base = h, .iov_len = sizeof *h};
-  edited[1] = (struct iovec){.iov_base = init, .iov_len = len};
-  return true;
-}
 
 static int ch_send(struct fuse_chan *ch, const struct iovec iov[], size_t count) {
   fl_session *s = lf.fuse_chan_data(ch);
   struct iovec edited[2];
-  struct kernel_out_header h;
-  struct kernel_init_out_7_28 init;
-  if (s->init_unique && count == 2 && iov[0].iov_len == sizeof h &&
+  struct kernel_init_out init;
+  if (s->init_unique && count == 2 && iov[0].iov_len == sizeof(struct kernel_out_header) &&
       ((const struct kernel_out_header *)iov[0].iov_base)->unique == s->init_unique) {
     s->init_unique = 0;
-    memcpy(&h, iov[0].iov_base, sizeof h);
-    memset(&init, 0, sizeof init);
-    if (edit_init_reply(s, iov, &h, &init, edited)) iov = edited;
+    if (((const struct kernel_out_header *)iov[0].iov_base)->error == 0 &&
+        iov[1].iov_len == sizeof init && s->names && s->kernel_minor >= READDIRPLUS_MINOR &&
+        (s->kernel_flags & KERNEL_DO_READDIRPLUS)) {
+      memcpy(&init, iov[1].iov_base, sizeof init);
+      if (init.major == 7 && init.minor < READDIRPLUS_MINOR) {
+        init.minor = READDIRPLUS_MINOR;
+        init.flags |= KERNEL_DO_READDIRPLUS;
+        s->readdirplus = true;
+        edited[0] = iov[0];
+        edited[1] = (struct iovec){.iov_base = &init, .iov_len = sizeof init};
+        iov = edited;
+      }
+    }
   }
   ssize_t res = writev(lf.fuse_chan_fd(ch), iov, (int)count);
   return res < 0 ? -errno : 0; /* -ENOENT: the request was interrupted */
