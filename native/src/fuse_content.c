@@ -2,13 +2,13 @@
 #include "fuse_content.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct {
   uint64_t id;
-  size_t len;
-  char *data; /* NULL: slot free (served, or never used) */
+  fcc_blob *data; /* NULL: slot free (served, or never used) */
 } fcc_slot;
 
 struct fcc_store {
@@ -18,6 +18,24 @@ struct fcc_store {
   size_t bytes, budget;
   uint64_t taken;
 };
+
+fcc_blob *fcc_blob_new(const void *data, size_t len) {
+  fcc_blob *b = malloc(sizeof *b + len);
+  if (!b) return NULL;
+  atomic_init(&b->refs, 1);
+  b->len = len;
+  memcpy(b->data, data, len);
+  return b;
+}
+
+fcc_blob *fcc_blob_ref(fcc_blob *b) {
+  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  return b;
+}
+
+void fcc_blob_unref(fcc_blob *b) {
+  if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) free(b);
+}
 
 fcc_store *fcc_new(size_t budget_bytes, unsigned slots) {
   fcc_store *c = calloc(1, sizeof *c);
@@ -35,8 +53,8 @@ fcc_store *fcc_new(size_t budget_bytes, unsigned slots) {
 
 static void drop(fcc_store *c, fcc_slot *s) {
   if (!s->data) return;
-  c->bytes -= s->len;
-  free(s->data);
+  c->bytes -= s->data->len;
+  fcc_blob_unref(s->data);
   s->data = NULL;
 }
 
@@ -70,22 +88,18 @@ void fcc_free(fcc_store *c) {
   free(c);
 }
 
-bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len) {
+bool fcc_put(fcc_store *c, uint64_t id, fcc_blob *content) {
+  size_t len = content->len;
   if (len == 0 || len > c->budget) return false;
-  char *copy = malloc(len);
-  if (!copy) return false;
-  memcpy(copy, data, len);
   pthread_mutex_lock(&c->lock);
   if (find(c, id)) {
     pthread_mutex_unlock(&c->lock);
-    free(copy);
     return true;
   }
   while (c->used && (c->used == c->cap || c->bytes + len > c->budget)) evict_oldest(c);
   fcc_slot *s = &c->ring[(c->head + c->used) % c->cap];
   s->id = id;
-  s->len = len;
-  s->data = copy;
+  s->data = fcc_blob_ref(content);
   c->used++;
   c->bytes += len;
   c->taken++;
@@ -101,26 +115,18 @@ uint64_t fcc_files_taken(fcc_store *c) {
 }
 
 bool fcc_take(fcc_store *c, uint64_t id, uint64_t off, size_t size, const char **bytes,
-              size_t *n, void **release) {
+              size_t *n, fcc_blob **content) {
   pthread_mutex_lock(&c->lock);
   fcc_slot *s = find(c, id);
-  bool held = s != NULL;
-  if (held) {
-    size_t start = off < s->len ? (size_t)off : s->len;
-    *n = s->len - start < size ? s->len - start : size;
-    if (start + *n >= s->len) {
-      /* The reader is done with it: the node leaves, its bytes go to the caller. */
-      *bytes = s->data + start;
-      *release = s->data;
-      c->bytes -= s->len;
-      s->data = NULL;
-    } else if ((*release = malloc(*n ? *n : 1)) != NULL) {
-      memcpy(*release, s->data + start, *n);
-      *bytes = *release;
-    } else {
-      held = false;
-    }
+  if (s) {
+    size_t len = s->data->len;
+    size_t start = off < len ? (size_t)off : len;
+    *n = len - start < size ? len - start : size;
+    *bytes = s->data->data + start;
+    *content = fcc_blob_ref(s->data);
+    /* The reader is done with it: the kernel caches its pages from now on. */
+    if (start + *n >= len) drop(c, s);
   }
   pthread_mutex_unlock(&c->lock);
-  return held;
+  return s != NULL;
 }

@@ -18,23 +18,36 @@
 
 typedef struct fcc_store fcc_store;
 
+/* A file's bytes, shared by the store, the pusher (fuse_push.h) and the reads
+ * being answered: freed with the last reference. */
+typedef struct fcc_blob {
+  _Atomic unsigned refs;
+  size_t len;
+  char data[];
+} fcc_blob;
+
+/* A copy of `data` with one reference; NULL when memory is short. */
+fcc_blob *fcc_blob_new(const void *data, size_t len);
+fcc_blob *fcc_blob_ref(fcc_blob *b);
+void fcc_blob_unref(fcc_blob *b);
+
 /* NULL when out of memory. */
 fcc_store *fcc_new(size_t budget_bytes, unsigned slots);
 void fcc_free(fcc_store *c);
 void fcc_clear(fcc_store *c);
 
-/* Copies the whole content of node `id` (immutable). False when it cannot
- * fit at all or memory is short; a node already held is left as is. */
-bool fcc_put(fcc_store *c, uint64_t id, const void *data, size_t len);
+/* Keeps (a reference to) the whole content of node `id` (immutable). False
+ * when it cannot fit at all; a node already held is left as is. */
+bool fcc_put(fcc_store *c, uint64_t id, fcc_blob *content);
 
 /* Files fcc_put took so far (for diagnosis). */
 uint64_t fcc_files_taken(fcc_store *c);
 
 /* When node `id` is held: points *bytes at the part of [off, off + size)
  * inside the file (*n bytes) and returns true; the caller sends it without
- * the store's lock, then frees *release. A part that reaches the end of the
- * file drops the node (its bytes become *release); any other is a copy. */
+ * the store's lock, then unrefs *content. A part that reaches the end of the
+ * file drops the node from the store. */
 bool fcc_take(fcc_store *c, uint64_t id, uint64_t off, size_t size, const char **bytes,
-              size_t *n, void **release);
+              size_t *n, fcc_blob **content);
 
 #endif

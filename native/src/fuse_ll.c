@@ -489,13 +489,13 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   fl_session *s = lf.fuse_req_userdata(req);
   const char *bytes;
   size_t n;
-  void *release;
+  fcc_blob *content;
   if (fi->fh == OPENED_BY_BINDING && off >= 0 &&
-      fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &release)) {
+      fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &content)) {
     /* Not under the store's lock: the reply wakes the reader, which takes a
      * while here, and JS fills the store meanwhile. */
     lf.fuse_reply_buf(req, bytes, n);
-    free(release);
+    fcc_blob_unref(content);
     atomic_fetch_add_explicit(&s->content_reads, 1, memory_order_relaxed);
     return;
   }
@@ -1591,8 +1591,12 @@ static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
   size_t len;
   if (!sn_get_bytes(env, argv[2], "bytes", &p, &len)) return NULL;
   if (s->torn_down) return js_bool(env, false);
-  bool kept = fcc_put(s->content, id, p, len);
-  bool pushed = s->pusher && fp_offer(s->pusher, id, p, len);
+  if (len == 0) return js_bool(env, false);
+  fcc_blob *content = fcc_blob_new(p, len); /* the one copy, shared */
+  if (!content) return js_bool(env, false);
+  bool kept = fcc_put(s->content, id, content);
+  bool pushed = s->pusher && fp_offer(s->pusher, id, content);
+  fcc_blob_unref(content);
   return js_bool(env, kept || pushed);
 }
 

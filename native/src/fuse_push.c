@@ -25,8 +25,7 @@ struct kernel_notify_store_out {
 typedef struct fp_job {
   struct fp_job *next;
   uint64_t id;
-  size_t len;
-  char data[];
+  fcc_blob *content;
 } fp_job;
 
 struct fp_pusher {
@@ -44,6 +43,7 @@ static void drop_queue(fp_pusher *p) {
   while (p->head) {
     fp_job *j = p->head;
     p->head = j->next;
+    fcc_blob_unref(j->content);
     free(j);
   }
   p->tail = NULL;
@@ -64,10 +64,11 @@ static void unref(fp_pusher *p) {
 
 /* 0, or the errno of the write (ENOENT: the kernel does not know the node). */
 static int push(int fd, const fp_job *j) {
-  struct kernel_notify_store_out store = {.nodeid = j->id, .offset = 0, .size = (uint32_t)j->len};
-  struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof store + j->len),
+  size_t len = j->content->len;
+  struct kernel_notify_store_out store = {.nodeid = j->id, .offset = 0, .size = (uint32_t)len};
+  struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof store + len),
                                 .error = KERNEL_NOTIFY_STORE};
-  struct iovec iov[3] = {{&h, sizeof h}, {&store, sizeof store}, {(void *)j->data, j->len}};
+  struct iovec iov[3] = {{&h, sizeof h}, {&store, sizeof store}, {j->content->data, len}};
   ssize_t r;
   do r = writev(fd, iov, 3);
   while (r < 0 && errno == EINTR);
@@ -83,9 +84,10 @@ static void *run(void *arg) {
     fp_job *j = p->head;
     p->head = j->next;
     if (!p->head) p->tail = NULL;
-    p->queued -= j->len;
+    p->queued -= j->content->len;
     pthread_mutex_unlock(&p->lock);
     int err = push(p->fd, j); /* may wait for a page a READ in flight holds */
+    fcc_blob_unref(j->content);
     free(j);
     pthread_mutex_lock(&p->lock);
     if (err == 0)
@@ -129,14 +131,14 @@ fp_pusher *fp_start(int fuse_fd, size_t budget_bytes) {
   return p;
 }
 
-bool fp_offer(fp_pusher *p, uint64_t id, const void *data, size_t len) {
+bool fp_offer(fp_pusher *p, uint64_t id, fcc_blob *content) {
+  size_t len = content->len;
   if (len == 0 || len > UINT32_MAX - 4096) return false;
-  fp_job *j = malloc(sizeof *j + len);
+  fp_job *j = malloc(sizeof *j);
   if (!j) return false;
   j->next = NULL;
   j->id = id;
-  j->len = len;
-  memcpy(j->data, data, len);
+  j->content = fcc_blob_ref(content);
   pthread_mutex_lock(&p->lock);
   bool taken = !p->stopping && p->queued + len <= p->budget;
   if (taken) {
@@ -149,7 +151,10 @@ bool fp_offer(fp_pusher *p, uint64_t id, const void *data, size_t len) {
     pthread_cond_signal(&p->wake);
   }
   pthread_mutex_unlock(&p->lock);
-  if (!taken) free(j);
+  if (!taken) {
+    fcc_blob_unref(j->content);
+    free(j);
+  }
   return taken;
 }
 

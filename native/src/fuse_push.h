@@ -23,14 +23,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fuse_content.h"
+
 typedef struct fp_pusher fp_pusher;
 
 /* Starts a pusher writing to a dup of `fuse_fd`; NULL when that fails. */
 fp_pusher *fp_start(int fuse_fd, size_t budget_bytes);
 
-/* Queues a copy of node `id`'s whole content; false when the queue is over
- * budget or memory is short. Any thread. */
-bool fp_offer(fp_pusher *p, uint64_t id, const void *data, size_t len);
+/* Queues node `id`'s whole content (a reference to it); false when the
+ * queue is over budget. Any thread. */
+bool fp_offer(fp_pusher *p, uint64_t id, fcc_blob *content);
 
 /* Drops what is queued (snapshots were forgotten). */
 void fp_clear(fp_pusher *p);
