@@ -93,6 +93,12 @@ export interface LowLevelOptions {
  * job's tar of a mail spool then has most reads answered without a trip to JS.
  */
 const FILES_AHEAD = { files: 64, bytes: 2 * 1024 * 1024, fileBytes: 128 * 1024, entries: 256 };
+/**
+ * While such a walk goes on (files were read ahead until WALK_AHEAD_MS ago), the first
+ * file it reads in the next directory starts the read-ahead there: the walk is already
+ * known, and waiting for the second file costs a trip to JS per directory.
+ */
+const WALK_AHEAD_MS = 2000;
 /** Files offered recently (not offered again while the binding may still hold them). */
 const OFFERED_MAX = 4096;
 
@@ -116,15 +122,18 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   };
 
   let readingAhead = false;
+  let readAheadAt = -Infinity;
   let lastReadDir: bigint | undefined;
   const offered = new Set<bigint>();
   const readFilesAfter = (id: bigint): void => {
     const offer = opts.offerContent;
     const dir = vfs.directoryOf(id);
     const inOrder = dir !== undefined && dir === lastReadDir;
+    const walking = dir !== undefined && performance.now() - readAheadAt < WALK_AHEAD_MS;
     lastReadDir = dir;
-    if (!offer || !reuse || readingAhead || !inOrder) return;
+    if (!offer || !reuse || readingAhead || !(inOrder || walking)) return;
     readingAhead = true;
+    readAheadAt = performance.now();
     vfs
       .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, data) => {
         if (offered.size >= OFFERED_MAX) offered.clear();
@@ -134,6 +143,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
       .catch(() => undefined) // a damaged file fails when the reader itself reads it
       .finally(() => {
         readingAhead = false;
+        readAheadAt = performance.now();
       });
   };
 
