@@ -10,38 +10,46 @@ import { promises as fs } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, mountForeground, readAheadSettled, serverMemory } from './helpers/mount.js';
+import { backup, fuseAvailable, initRepo, Mounted, mountForeground, readAheadSettled, serverMemory } from './helpers/mount.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const ahead = async (m: Parameters<typeof serverMemory>[0]): Promise<number> => (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
 const md5 = (b: Buffer): string => crypto.createHash('md5').update(b).digest('hex');
+const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
 
-t.test('files read ahead answer every read with the bytes of the file', { skip }, async (t) => {
-  const work = await tmpDir(t, 'mount-readahead');
+/** A tree made by `fill`, backed up as source `name` into a new repository, mounted; `last` is MNT/name/last. */
+async function mountBackedUp(t: any, name: string, fill: (src: string) => Promise<void>, env?: Record<string, string>): Promise<{ src: string; last: string; m: Mounted }> {
+  const work = await tmpDir(t, `mount-${name}`);
   const src = path.join(work, 'src');
   const repo = path.join(work, 'repo');
   const mnt = path.join(work, 'mnt');
+  await fs.mkdir(src);
+  await fill(src);
+  await initRepo(repo);
+  await backup(repo, src, name);
+  await fs.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt, [], env);
+  return { src, last: path.join(mnt, name, 'last'), m };
+}
+
+t.test('files read ahead answer every read with the bytes of the file', { skip }, async (t) => {
   // A few small files of odd sizes, then more than the binding's 4 MiB store holds.
-  const few = path.join(src, 'few');
-  const many = path.join(src, 'many');
-  await fs.mkdir(few, { recursive: true });
-  await fs.mkdir(many, { recursive: true });
   const sizes = [1, 4095, 4096, 4097, 65_537, 131_072, 100_000, 12_345];
-  for (const [i, size] of sizes.entries()) await fs.writeFile(path.join(few, `f${i}`), crypto.randomBytes(size));
-  const evict = path.join(src, 'evict');
-  await fs.mkdir(evict);
   const name = (i: number): string => `m${String(i).padStart(3, '0')}`;
   let manyBytes = 0;
-  for (let i = 0; i < 120; i++) {
-    manyBytes += 60_000 + i * 500;
-    await fs.writeFile(path.join(many, name(i)), crypto.randomBytes(60_000 + i * 500));
-    await fs.writeFile(path.join(evict, name(i)), crypto.randomBytes(60_000 + i * 500));
-  }
-  await initRepo(repo);
-  await backup(repo, src, 'ra');
-  await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt, [], { SNAPFS_FUSE_NO_PUSH: '1' });
-  const dir = path.join(mnt, 'ra', 'last', 'few');
+  const { src, last, m } = await mountBackedUp(t, 'ra', async (src) => {
+    for (const d of ['few', 'many', 'evict']) await fs.mkdir(path.join(src, d));
+    for (const [i, size] of sizes.entries()) await fs.writeFile(path.join(src, 'few', `f${i}`), crypto.randomBytes(size));
+    for (let i = 0; i < 120; i++) {
+      manyBytes += 60_000 + i * 500;
+      await fs.writeFile(path.join(src, 'many', name(i)), crypto.randomBytes(60_000 + i * 500));
+      await fs.writeFile(path.join(src, 'evict', name(i)), crypto.randomBytes(60_000 + i * 500));
+    }
+  }, { SNAPFS_FUSE_NO_PUSH: '1' });
+  const few = path.join(src, 'few');
+  const many = path.join(src, 'many');
+  const evict = path.join(src, 'evict');
+  const dir = path.join(last, 'few');
 
   // Two files in a row: the rest of the directory is read ahead.
   for (const i of [0, 1]) t.equal(md5(await fs.readFile(path.join(dir, `f${i}`))), md5(await fs.readFile(path.join(few, `f${i}`))), `f${i} reads back`);
@@ -68,7 +76,7 @@ t.test('files read ahead answer every read with the bytes of the file', { skip }
 
   // Three read-aheads of ~2 MiB each, nothing of them read yet: the store (4 MiB) lets the
   // oldest go. Their reads then reach JS again, with the same bytes.
-  const evictDir = path.join(mnt, 'ra', 'last', 'evict');
+  const evictDir = path.join(last, 'evict');
   for (const pair of [[0, 1], [40, 41], [80, 81]]) {
     for (const i of pair) await fs.readFile(path.join(evictDir, name(i)));
     await readAheadSettled(m);
@@ -79,39 +87,30 @@ t.test('files read ahead answer every read with the bytes of the file', { skip }
   t.ok(fromStore < 9, `files read ahead first were let go when the store filled (${fromStore} of 9 reads from it)`);
 
   // More than the store holds: tar reads them in order; the stream equals the source's.
-  const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
   const beforeMany = await ahead(m);
-  t.equal(await tarSum(path.join(mnt, 'ra', 'last', 'many')), await tarSum(many), `tar of 120 files (${(manyBytes / 1e6).toFixed(1)} MB) through the mount is byte for byte the source's`);
+  t.equal(await tarSum(path.join(last, 'many')), await tarSum(many), `tar of 120 files (${(manyBytes / 1e6).toFixed(1)} MB) through the mount is byte for byte the source's`);
   const servedMany = (await ahead(m)) - beforeMany;
   t.ok(servedMany >= 60, `reads of most of those files were answered from files read ahead (${servedMany} reads for 120 files)`);
   await m.stop();
 });
 
 t.test('files read ahead are pushed into the page cache: their reads are not even sent', { skip }, async (t) => {
-  const work = await tmpDir(t, 'mount-push');
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  const spool = path.join(src, 'spool');
-  await fs.mkdir(spool, { recursive: true });
-  // A file sorted before the spool: its lookup tells the server a walk stats names, so the
-  // spool's listing hands the kernel every file's node (READDIRPLUS) before tar reads one.
-  // A node the kernel does not know yet cannot be pushed (refused; its reads come as before).
-  await fs.writeFile(path.join(src, 'a-file'), 'first\n');
   const files = 300;
   const name = (i: number): string => `${i}.`; // Cyrus spool names
-  for (let i = 0; i < files; i++) await fs.writeFile(path.join(spool, name(i)), crypto.randomBytes(1 + ((i * 7919) % 90_000)));
-  await initRepo(repo);
-  await backup(repo, src, 'push');
-  await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt);
-  const last = path.join(mnt, 'push', 'last');
+  const { src, last, m } = await mountBackedUp(t, 'push', async (src) => {
+    // A file sorted before the spool: its lookup tells the server a walk stats names, so the
+    // spool's listing hands the kernel every file's node (READDIRPLUS) before tar reads one.
+    // A node the kernel does not know yet cannot be pushed (refused; its reads come as before).
+    await fs.writeFile(path.join(src, 'a-file'), 'first\n');
+    await fs.mkdir(path.join(src, 'spool'));
+    for (let i = 0; i < files; i++) await fs.writeFile(path.join(src, 'spool', name(i)), crypto.randomBytes(1 + ((i * 7919) % 90_000)));
+  });
+  const spool = path.join(src, 'spool');
   const dir = path.join(last, 'spool');
   const counts = async (): Promise<Record<string, number>> => (await serverMemory(m)).requests;
 
   // tar lists the spool, then reads its files in order: after the first two, most are in
   // the page cache before tar gets there.
-  const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
   const c0 = await counts();
   t.equal(await tarSum(last), await tarSum(src), `tar of ${files} files through the mount is byte for byte the source's`);
   await readAheadSettled(m);
@@ -146,19 +145,12 @@ t.test('files read ahead are pushed into the page cache: their reads are not eve
 });
 
 t.test('a walk that reads files ahead starts again at the first file of the next directory', { skip }, async (t) => {
-  const work = await tmpDir(t, 'mount-walk');
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  for (const d of ['a', 'b', 'c']) {
-    await fs.mkdir(path.join(src, d), { recursive: true });
-    for (let i = 0; i < 20; i++) await fs.writeFile(path.join(src, d, `m${i}`), `${d} ${i}\n`.repeat(100 + i));
-  }
-  await initRepo(repo);
-  await backup(repo, src, 'walk');
-  await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt);
-  const last = path.join(mnt, 'walk', 'last');
+  const { last, m } = await mountBackedUp(t, 'walk', async (src) => {
+    for (const d of ['a', 'b', 'c']) {
+      await fs.mkdir(path.join(src, d));
+      for (let i = 0; i < 20; i++) await fs.writeFile(path.join(src, d, `m${i}`), `${d} ${i}\n`.repeat(100 + i));
+    }
+  });
   const taken = async (): Promise<number> => (await serverMemory(m)).requests['files read ahead'] ?? 0;
   const read = async (d: string, i: number): Promise<void> => {
     t.equal(await fs.readFile(path.join(last, d, `m${i}`), 'utf8'), `${d} ${i}\n`.repeat(100 + i), `${d}/m${i} reads back`);
