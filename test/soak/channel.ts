@@ -22,6 +22,8 @@ export class Worker<In extends Message, Out extends Message> {
   private readonly child: SnapfsChild;
   private readonly waiting = new Map<string, Array<(m: Out) => void>>();
   private readonly listeners = new Map<string, (m: Out) => void>();
+  /** Messages that came before anyone waited or listened for their type ('ready' may beat next()). */
+  private readonly unclaimed = new Map<string, Out[]>();
   private exited = false;
   readonly exit: Promise<{ code: number | null; signal: string | null }>;
 
@@ -34,8 +36,10 @@ export class Worker<In extends Message, Out extends Message> {
     }));
     this.child.on('message', (m: Out) => {
       const queue = this.waiting.get(m.type);
+      const listener = this.listeners.get(m.type);
       if (queue?.length) queue.shift()!(m);
-      else this.listeners.get(m.type)?.(m);
+      else if (listener) listener(m);
+      else this.unclaimed.set(m.type, [...(this.unclaimed.get(m.type) ?? []), m]);
     });
   }
 
@@ -50,10 +54,13 @@ export class Worker<In extends Message, Out extends Message> {
   /** Every message of `type` that nobody awaits with next(). */
   on<T extends Out['type']>(type: T, fn: (m: Extract<Out, { type: T }>) => void): void {
     this.listeners.set(type, fn as (m: Out) => void);
+    for (const m of this.unclaimed.get(type)?.splice(0) ?? []) fn(m as Extract<Out, { type: T }>);
   }
 
   /** The next message of `type`; throws if the worker exits or `timeoutMs` passes first. */
   next<T extends Out['type']>(type: T, timeoutMs: number): Promise<Extract<Out, { type: T }>> {
+    const early = this.unclaimed.get(type)?.shift();
+    if (early) return Promise.resolve(early as Extract<Out, { type: T }>);
     return new Promise((resolve, reject) => {
       const queue = this.waiting.get(type) ?? [];
       this.waiting.set(type, queue);
