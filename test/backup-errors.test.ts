@@ -152,7 +152,9 @@ t.test('disk full: clean abort, repository still valid, next backup succeeds', {
 
   await fs.writeFile(path.join(src, 'huge.bin'), new XorShift32(6).bytes(40 * 1024 * 1024));
   const full = await runSnapfs(['backup', repo, src, '--source', 's'], { allowFail: true });
-  t.equal(full.code, 16, 'disk full: exit 16');
+  // Its output goes with a failure: a run on CI once exited 0, printing nothing on stderr
+  // and committing no snapshot (not reproduced since; see docs/reliability.md).
+  t.equal(full.code, 16, 'disk full: exit 16', { stdout: full.stdout.slice(-3000), stderr: full.stderr.slice(-3000), signal: full.signal });
   t.match(full.stderr, /no space left on device/i, 'a clear ENOSPC message');
   t.notMatch(full.stderr, /internal error/);
   t.equal(await snapshotCount(repo), 1, 'the failed snapshot does not exist');
