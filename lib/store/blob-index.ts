@@ -150,7 +150,12 @@ export class BlobIndex {
    * Writers only; the table is created on first use (older indexes lack it).
    */
   verifiedSnapshot(source: string): string | undefined {
-    const v = this.verifiedTable().getBinary(Buffer.from(source, 'utf8'));
+    let v: Buffer | undefined;
+    try {
+      v = this.verifiedTable().getBinary(Buffer.from(source, 'utf8'));
+    } catch (err) {
+      throw damaged('index', err);
+    }
     return v ? v.toString('utf8') : undefined;
   }
 
@@ -162,7 +167,7 @@ export class BlobIndex {
     try {
       this.env.transactionSync(() => table.putSync(Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8')));
     } catch (err) {
-      throw fromSystemError(err, 'index recording a verified snapshot');
+      throw damaged('index recording a verified snapshot', shortWriteIsFullDisk(err, this.dir));
     }
   }
 
@@ -187,19 +192,19 @@ export class BlobIndex {
     });
   }
 
-  /** One write transaction; LMDB failures (disk full above all) become SnapfsErrors. */
   /**
-   * One write transaction. Inside `fn`, only the *Sync calls: an asynchronous put inside a
-   * transaction returns a promise of its own that rejects, unhandled, when the commit fails.
+   * One write transaction, committed synchronously. Inside `fn`, only the *Sync calls.
+   * Synchronous on purpose: lmdb-js's asynchronous transaction() commits on a thread of its
+   * own, and a commit that fails there on a damaged index (a page not found) is only logged
+   * and its promise never settles, so a backup ran out of work and exited 0 without its
+   * snapshot. Here every failure is thrown to the caller. The cost is the main thread waiting
+   * for one commit per sealed pack (see docs/reliability.md).
    */
   private async write(what: string, fn: () => void): Promise<void> {
     try {
-      await this.env.transaction(fn);
+      this.env.transactionSync(fn);
     } catch (err) {
-      // lmdb-js rejects with a generic "Commit failed" and keeps the cause aside.
-      const cause = (err as { commitError?: Promise<unknown> }).commitError;
-      const inner = cause ? await cause.then(() => err, (e: unknown) => e) : err;
-      throw fromSystemError(shortWriteIsFullDisk(inner, this.dir), `index ${what}`);
+      throw damaged(`index ${what}`, shortWriteIsFullDisk(err, this.dir));
     }
   }
 
@@ -290,7 +295,10 @@ function damaged(what: string, err: unknown): SnapfsError {
   if (err instanceof SnapfsError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   // Operating-system trouble (EACCES, ENOSPC, ...) is not damage; lmdb-js gives the errno
-  // of a failed write as a number (28: ENOSPC).
+  // of a failed write as a number (28: ENOSPC). EINVAL, EFBIG and EOVERFLOW are the
+  // exception: LMDB gets them writing a page at an impossible offset, a page number it read
+  // from a damaged page.
+  if (code === 22 || code === 27 || code === 75 || code === 'EINVAL' || code === 'EFBIG' || code === 'EOVERFLOW') return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
   if ((typeof code === 'string' && /^E[A-Z]+$/.test(code)) || (typeof code === 'number' && code > 0 && code < 200)) return fromSystemError(err, what);
   return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
 }
