@@ -7,6 +7,8 @@ import { XorShift32, generateSmallTree } from './helpers/tree-gen.js';
 import { runProcess, runSnapfs, cliPath, tmpDir } from './helpers/cli.js';
 import { assertTreesEqual } from './helpers/tree-compare.js';
 import { spawn } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
+import { projectRoot } from '../lib/platform/native.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -133,6 +135,25 @@ t.test('a file that changes while it is read is detected and read again next tim
   const next = await runSnapfs(['backup', repo, src, '--source', 'logs', '--json']);
   t.equal(next.json.snapshot.stats.filesOpened, 1, 'the next backup reads it again');
   t.same(next.json.warnings, [], 'and, now stable, without warning');
+});
+
+t.test('a backup whose process ends before it finished does not exit 0', async (t) => {
+  const work = await tmpDir(t, 'errors-early-exit');
+  const repo = path.join(work, 'repo');
+  const src = path.join(work, 'src');
+  await generateSmallTree(src, { files: 200, dirs: 8, seed: 4 });
+  await fs.writeFile(path.join(src, 'big.bin'), new XorShift32(8).bytes(64 * 1024 * 1024));
+  await runSnapfs(['init', repo]);
+  const preload = pathToFileURL(path.join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
+  const env = { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_LOCKED: path.join(repo, 'lock') };
+  for (const command of [['backup', repo, src, '--source', 's'], ['backup', repo, src, '--source', 's', '--json']]) {
+    const r = await runSnapfs(command, { env, allowFail: true });
+    t.equal(r.code, 1, `${command.join(' ')}: exit 1, not 0`, { stdout: r.stdout, stderr: r.stderr });
+    t.match(r.stderr, /internal error: the process ended before the backup finished/, 'and says why');
+  }
+  t.equal(await snapshotCount(repo), 0, 'no snapshot was made');
+  const after = await runSnapfs(['backup', repo, src, '--source', 's']);
+  t.equal(after.code, 0, 'without the early exit the same backup succeeds');
 });
 
 t.test('disk full: clean abort, repository still valid, next backup succeeds', { skip: !isRoot && 'needs root to mount a tmpfs' }, async (t) => {

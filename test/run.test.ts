@@ -3,8 +3,10 @@
 import t from 'tap';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { runSnapfs, tmpDir } from './helpers/cli.js';
-import { generateSmallTree } from './helpers/tree-gen.js';
+import { XorShift32, generateSmallTree } from './helpers/tree-gen.js';
+import { projectRoot } from '../lib/platform/native.js';
 import { initRepo } from './helpers/history.js';
 
 function parseEnv(text: string): Record<string, string> {
@@ -95,6 +97,26 @@ t.test('all sources fine: status ok, exit 0; a failing post-backup command fails
   const f = await runSnapfs(['run', '--config', configFile], { allowFail: true });
   t.equal(f.code, 1);
   t.match(f.stdout, /post-backup command exited with 7/);
+});
+
+t.test('a run whose process ends before it reported does not exit 0', async (t) => {
+  const base = await tmpDir(t, 'snapfs-run-early-exit');
+  const repo = join(base, 'repo');
+  await initRepo(repo);
+  await generateSmallTree(join(base, 'a'), { files: 50, dirs: 2, seed: 5 });
+  await fsp.writeFile(join(base, 'a', 'big.bin'), new XorShift32(9).bytes(64 * 1024 * 1024));
+  const configFile = join(base, 'job.json');
+  await fsp.writeFile(configFile, JSON.stringify({ repository: repo, sources: [{ name: 'a', path: join(base, 'a') }] }));
+  // The preload ends the process with exit(0) once its backup holds the writer lock.
+  const preload = pathToFileURL(join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
+  const env = { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_LOCKED: join(repo, 'lock') };
+  const r = await runSnapfs(['run', '--config', configFile], { env, allowFail: true });
+  t.equal(r.code, 1, 'exit 1, not 0', { stdout: r.stdout, stderr: r.stderr });
+  t.match(r.stderr, /internal error: the process ended before the nightly run finished \(last status: backing up a from /, 'and says where it was');
+  const snaps = await runSnapfs(['snapshots', repo, '--json']);
+  t.equal(snaps.json.snapshots.length, 0, 'no snapshot was made');
+  const ok = await runSnapfs(['run', '--config', configFile, '--json']);
+  t.equal(ok.json.status, 'ok', 'without the early exit the same run succeeds');
 });
 
 t.test('config mistakes are reported before anything runs', async (t) => {

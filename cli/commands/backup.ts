@@ -2,6 +2,7 @@ import type { Argv } from 'yargs';
 import { withRepository } from '../context.js';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
+import { armCompletionGuard, completed, noteStatus } from '../completion.js';
 
 /** The parsed command line of `backup`, from yargs or from cli/quick-argv.ts. */
 export interface BackupArgs {
@@ -31,6 +32,7 @@ export function register(y: Argv): Argv {
 }
 
 export async function runBackup(argv: BackupArgs): Promise<void> {
+  armCompletionGuard('the backup');
   const out = new Output({ json: argv.json });
   const { backup } = await import('../../lib/backup/backup.js');
   const result = await withRepository(argv.repo, (repo) =>
@@ -40,8 +42,11 @@ export async function runBackup(argv: BackupArgs): Promise<void> {
       excludes: argv.exclude,
       time: argv.time,
       oneFileSystem: argv['one-file-system'],
-      onProgress: (s, current) =>
-        out.progress(`${s.files} files, ${formatBytes(s.bytesRead)} read, ${formatBytes(s.bytesAddedStored)} added  ${current}`),
+      onProgress: (s, current) => {
+        const line = `${s.files} files, ${formatBytes(s.bytesRead)} read, ${formatBytes(s.bytesAddedStored)} added  ${current}`;
+        noteStatus(line);
+        out.progress(line);
+      },
       onWarning: (w) => out.warn(`${w.path}: ${w.message}`),
     }),
   );
@@ -59,4 +64,5 @@ export async function runBackup(argv: BackupArgs): Promise<void> {
   );
   out.json({ snapshot: s, warnings: result.warnings });
   if (s.partial) process.exitCode = EXIT_PARTIAL;
+  completed();
 }

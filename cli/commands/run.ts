@@ -4,6 +4,7 @@ import { ProgressLine } from '../progress.js';
 import { EXIT_FAILURE, EXIT_PARTIAL } from '../exit-codes.js';
 import type { RunSummary } from '../../lib/ops/run.js';
 import { pruneSummary } from './prune.js';
+import { armCompletionGuard, completed, noteStatus } from '../completion.js';
 
 export function register(y: Argv): Argv {
   return y.command(
@@ -14,12 +15,14 @@ export function register(y: Argv): Argv {
         .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/operations.md)' })
         .option('json', { type: 'boolean', default: false }),
     async (argv) => {
+      armCompletionGuard('the nightly run');
       const out = new Output({ json: argv.json });
       const { loadRunConfig, runJob } = await import('../../lib/ops/run.js');
       const config = await loadRunConfig(argv.config);
       let bar = new ProgressLine();
       const summary = await runJob(config, {
         onStep: (m) => {
+          noteStatus(m);
           out.clearProgress();
           bar = new ProgressLine();
           if (out.interactive) process.stderr.write(`${m}\n`);
@@ -34,6 +37,7 @@ export function register(y: Argv): Argv {
       const anyPartial = summary.sources.some((s) => s.status === 'partial');
       if (summary.failures.length > 0) process.exitCode = EXIT_FAILURE;
       else if (anyPartial) process.exitCode = EXIT_PARTIAL;
+      completed();
     },
   );
 }
