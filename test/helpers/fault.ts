@@ -41,6 +41,33 @@ export function assertClean(t: any, r: RunResult, label: string, allowed: number
   }
 }
 
+/** How many snapshot records the repository holds (files, whatever the index says). */
+async function snapshotRecords(repo: string): Promise<number> {
+  try {
+    return (await fsp.readdir(join(repo, 'snapshots'))).filter((n) => n.endsWith('.json') && !n.startsWith('.')).length;
+  } catch {
+    return -1; // no directory: damage a test made on purpose
+  }
+}
+
+/**
+ * Runs `backup` and holds it to "a snapshot, or a clean failure": assertClean, then exit 0
+ * or 3 (partial) must have added exactly one snapshot record and any other exit none. A
+ * backup that says success without its snapshot is the worst failure a backup tool has.
+ * (After a signal either is possible: the commit may have happened just before.)
+ */
+export async function backupHonestly(t: any, repo: string, args: string[], label: string, allowed: number[], opts: CleanOptions = {}): Promise<RunResult> {
+  const before = await snapshotRecords(repo);
+  const r = await snapfs(['backup', repo, ...args]);
+  assertClean(t, r, label, allowed, opts);
+  if (r.signal === null && before >= 0) {
+    const made = (await snapshotRecords(repo)) - before;
+    const expected = r.code === 0 || r.code === 3 ? 1 : 0;
+    t.equal(made, expected, `${label}: exit ${r.code} with ${made} new snapshot(s)`, made === expected ? undefined : { stderr: r.stderr.slice(0, 2000) });
+  }
+  return r;
+}
+
 /** Runs the CLI, never throwing on a non-zero exit. */
 export function snapfs(args: string[], timeoutMs = 120_000): Promise<RunResult> {
   return runSnapfs(args, { allowFail: true, timeoutMs });
