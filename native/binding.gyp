@@ -28,8 +28,21 @@
     },
     {
       "target_name": "snapfs_fuse",
-      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/fuse_push.c", "src/util.c"],
-      "include_dirs": ["<!(node -e \"require('fuse-shared-library-linux/include')\")"],
+      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/fuse_push.c", "src/fuse_fetch.c", "src/util.c"],
+      "include_dirs": [
+        "<!(node -e \"require('fuse-shared-library-linux/include')\")",
+        "<(SHARED_INTERMEDIATE_DIR)/xxh3",
+        "<!(node zstd-sources.cjs include)"
+      ],
+      "dependencies": ["zstd_decoder"],
+      "actions": [
+        {
+          "action_name": "xxh3_header",
+          "inputs": ["xxh3-header.cjs"],
+          "outputs": ["<(SHARED_INTERMEDIATE_DIR)/xxh3/xxhash.h"],
+          "action": ["node", "xxh3-header.cjs", "<(SHARED_INTERMEDIATE_DIR)/xxh3/xxhash.h"]
+        }
+      ],
       "cflags": ["-O2", "-std=c11", "-Wall", "-Wextra", "-pthread"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8", "_FILE_OFFSET_BITS=64", "FUSE_USE_VERSION=26"],
       "libraries": ["-ldl", "-lpthread"]

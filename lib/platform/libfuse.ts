@@ -234,6 +234,49 @@ export interface FuseSession {
    * not even sent, unless it let the pages go). False when not taken.
    */
   offerContent(node: bigint, bytes: Uint8Array): boolean;
+  /**
+   * Starts the threads that assemble files offerStoredContent names, verifying each chunk
+   * against its id (keyed XXH3-128 with `secret`, as the store does). False when they
+   * could not start.
+   */
+  fetchWith(secret: Uint8Array): boolean;
+  /**
+   * As offerContent, for a file of `size` bytes whose chunks the binding reads, decompresses
+   * and verifies itself, off the JS thread; a file with a chunk that fails is dropped (its
+   * reads then reach the handlers, which report the damage). False when not taken.
+   */
+  offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
+}
+
+/** Where one chunk of a file is stored (offerStoredContent). */
+export interface FuseStoredChunk {
+  /** An open descriptor of the pack: the binding duplicates it at once. */
+  fd: number;
+  compressed: boolean;
+  packOffset: number;
+  storedLength: number;
+  rawLength: number;
+  fileOffset: number;
+  /** Big-endian keyed XXH3-128 of the raw bytes. */
+  id: Uint8Array;
+}
+
+/** Bytes per chunk record of offerStoredContent (layout in native/src/fuse_ll.c). */
+const STORED_CHUNK_BYTES = 48;
+
+function encodeStoredChunks(chunks: readonly FuseStoredChunk[]): Buffer {
+  const out = Buffer.alloc(chunks.length * STORED_CHUNK_BYTES);
+  chunks.forEach((c, i) => {
+    const at = i * STORED_CHUNK_BYTES;
+    out.writeInt32LE(c.fd, at);
+    out.writeUInt32LE(c.compressed ? 1 : 0, at + 4);
+    out.writeBigUInt64LE(BigInt(c.packOffset), at + 8);
+    out.writeUInt32LE(c.storedLength, at + 16);
+    out.writeUInt32LE(c.rawLength, at + 20);
+    out.writeBigUInt64LE(BigInt(c.fileOffset), at + 24);
+    out.set(c.id, at + 32);
+  });
+  return out;
 }
 
 /** Opcode names of linux/fuse.h for requestCounts; others are shown as OP<n>. */
@@ -247,6 +290,9 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   65: 'files read ahead',
   66: 'files pushed',
   67: 'pushes refused',
+  // Files offerStoredContent named that the binding assembled and verified, and dropped.
+  68: 'files assembled',
+  69: 'files failed to assemble',
 };
 
 interface Binding {
@@ -258,6 +304,8 @@ interface Binding {
   dropCached(session: object): void;
   requestCounts(session: object): number[];
   offerContent(session: object, node: bigint, bytes: Uint8Array): boolean;
+  fetchWith(session: object, secret: Uint8Array): boolean;
+  offerStoredContent(session: object, node: bigint, size: number, chunks: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -517,6 +565,12 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     dropCached(): void {
       if (!isClosed) b.dropCached(handle);
+    },
+    fetchWith(secret: Uint8Array): boolean {
+      return !isClosed && b.fetchWith(handle, secret);
+    },
+    offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
+      return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, size, encodeStoredChunks(chunks));
     },
     offerContent(node: bigint, bytes: Uint8Array): boolean {
       return !isClosed && b.offerContent(handle, node, bytes);

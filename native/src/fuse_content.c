@@ -28,6 +28,14 @@ fcc_blob *fcc_blob_new(const void *data, size_t len) {
   return b;
 }
 
+fcc_blob *fcc_blob_zeroed(size_t len) {
+  fcc_blob *b = calloc(1, sizeof *b + len);
+  if (!b) return NULL;
+  atomic_init(&b->refs, 1);
+  b->len = len;
+  return b;
+}
+
 fcc_blob *fcc_blob_ref(fcc_blob *b) {
   atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
   return b;

@@ -28,6 +28,8 @@ typedef struct fcc_blob {
 
 /* A copy of `data` with one reference; NULL when memory is short. */
 fcc_blob *fcc_blob_new(const void *data, size_t len);
+/* `len` zero bytes with one reference, to be filled in; NULL when memory is short. */
+fcc_blob *fcc_blob_zeroed(size_t len);
 fcc_blob *fcc_blob_ref(fcc_blob *b);
 void fcc_blob_unref(fcc_blob *b);
 

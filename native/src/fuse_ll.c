@@ -73,6 +73,7 @@
 #include <fuse_lowlevel.h>
 
 #include "fuse_content.h"
+#include "fuse_fetch.h"
 #include "fuse_push.h"
 
 /* ------------------------------------------------------------------ */
@@ -149,8 +150,16 @@ typedef struct fl_session fl_session;
 /* Small files JS reads ahead: at most this much, in this many files. */
 #define CONTENT_BUDGET_BYTES (4u << 20)
 /* Bytes of files queued for pushing into the page cache (see fuse_push.h). */
-#define PUSH_BUDGET_BYTES (8u << 20)
+#define PUSH_BUDGET_BYTES (16u << 20)
 #define CONTENT_SLOTS 1024u
+/* Files read ahead being assembled from their stored chunks (fuse_fetch.h):
+ * at most this many bytes, on this many threads. */
+#define FETCH_BUDGET_BYTES (16u << 20)
+#define FETCH_THREADS 2u
+/* offerStoredContent's chunk records (little-endian): fd i32, flags u32
+ * (bit 0: zstd), pack offset u64, stored length u32, raw length u32, file
+ * offset u64, id 16 bytes. */
+#define STORED_CHUNK_BYTES 48
 
 typedef struct fl_item {
   struct fl_item *prev, *next; /* session's pending list (requests only) */
@@ -188,6 +197,8 @@ struct fl_session {
   fc_cache *cache;
   fcc_store *content; /* small files JS read ahead (fuse_content.h) */
   fp_pusher *pusher;  /* NULL: not pushing them (fuse_push.h) */
+  ff_fetcher *fetcher; /* NULL until JS gives the hash secret (fuse_fetch.h) */
+  uint64_t fetched, fetch_failed; /* the fetcher's counts when it stopped */
   uint64_t pushed, push_refused; /* the pusher's counts when it stopped */
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
@@ -816,6 +827,11 @@ static void fl_teardown(fl_session *s, bool from_hook) {
     it->state = RQ_DEAD;
   }
   pthread_mutex_unlock(&s->lock);
+  if (s->fetcher) { /* first: it delivers to the store and the pusher */
+    ff_counts(s->fetcher, &s->fetched, &s->fetch_failed);
+    ff_stop(s->fetcher);
+    s->fetcher = NULL;
+  }
   if (s->pusher) {
     fp_counts(s->pusher, &s->pushed, &s->push_refused);
     fp_release(s->pusher);
@@ -833,6 +849,7 @@ static void fl_teardown(fl_session *s, bool from_hook) {
 }
 
 static void fl_session_free(fl_session *s) {
+  if (s->fetcher) ff_stop(s->fetcher);
   if (s->pusher) fp_release(s->pusher);
   pthread_mutex_destroy(&s->lock);
   free(s->ref_buf);
@@ -1566,6 +1583,7 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
   fc_clear(s->cache);
+  if (s->fetcher) ff_clear(s->fetcher); /* first: it delivers to the others */
   fcc_clear(s->content);
   if (s->pusher) fp_clear(s->pusher);
   SN_CALL(env, napi_get_undefined(env, &r));
@@ -1600,16 +1618,89 @@ static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
   return js_bool(env, kept || pushed);
 }
 
+/* Where the fetcher's verified files go: as offerContent's. */
+static void deliver_fetched(void *ctx, uint64_t node, fcc_blob *content) {
+  fl_session *s = ctx;
+  fcc_put(s->content, node, content);
+  if (s->pusher) fp_offer(s->pusher, node, content);
+}
+
+/* fetchWith(session, secret: Uint8Array): starts the threads that assemble
+ * files offerStoredContent names, verifying chunks with the repository's hash
+ * secret. False when they cannot start (offerStoredContent then takes nothing). */
+static napi_value fl_fetch_with(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!sn_get_args(env, info, 2, argv, "fetchWith")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  const uint8_t *secret;
+  size_t len;
+  if (!sn_get_bytes(env, argv[1], "secret", &secret, &len)) return NULL;
+  if (s->torn_down || s->fetcher) return js_bool(env, !s->torn_down);
+  s->fetcher = ff_start(secret, len, FETCH_THREADS, FETCH_BUDGET_BYTES, deliver_fetched, s);
+  return js_bool(env, s->fetcher != NULL);
+}
+
+/* offerStoredContent(session, node: bigint, size: number, chunks: Uint8Array):
+ * as offerContent, but the binding reads, decompresses and verifies the
+ * file's chunks itself, on its fetcher's threads (records: STORED_CHUNK_BYTES
+ * each). False when not taken (no fetcher, over budget). */
+static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!sn_get_args(env, info, 4, argv, "offerStoredContent")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t id;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "node", "a bigint node id");
+    return NULL;
+  }
+  double size;
+  if (napi_get_value_double(env, argv[2], &size) != napi_ok || !(size > 0) || size > (double)UINT32_MAX) {
+    throw_type(env, "size", "a positive file size");
+    return NULL;
+  }
+  const uint8_t *p;
+  size_t len;
+  if (!sn_get_bytes(env, argv[3], "chunks", &p, &len)) return NULL;
+  if (len == 0 || len % STORED_CHUNK_BYTES != 0) {
+    throw_type(env, "chunks", "whole 48-byte chunk records");
+    return NULL;
+  }
+  if (s->torn_down || !s->fetcher) return js_bool(env, false);
+  size_t count = len / STORED_CHUNK_BYTES;
+  ff_chunk *chunks = malloc(count * sizeof *chunks);
+  if (!chunks) return js_bool(env, false);
+  for (size_t i = 0; i < count; i++, p += STORED_CHUNK_BYTES) {
+    int32_t fd;
+    uint32_t flags;
+    memcpy(&fd, p, 4);
+    memcpy(&flags, p + 4, 4);
+    chunks[i].fd = fd;
+    chunks[i].compressed = (flags & 1) != 0;
+    memcpy(&chunks[i].pack_offset, p + 8, 8);
+    memcpy(&chunks[i].stored_len, p + 16, 4);
+    memcpy(&chunks[i].raw_len, p + 20, 4);
+    memcpy(&chunks[i].file_offset, p + 24, 8);
+    memcpy(chunks[i].id, p + 32, 16);
+  }
+  bool taken = ff_offer(s->fetcher, id, (uint64_t)size, chunks, count);
+  free(chunks);
+  return js_bool(env, taken);
+}
+
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from content JS read
  * ahead, the files JS handed over for that, the files pushed into the page
- * cache and the pushes the kernel refused. */
+ * cache, the pushes the kernel refused, and the files the fetcher assembled
+ * and dropped (a chunk failed). */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 4, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 6, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1624,6 +1715,12 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 2, v));
   SN_CALL(env, napi_create_double(env, (double)refused, &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 3, v));
+  uint64_t fetched = s->fetched, fetch_failed = s->fetch_failed;
+  if (s->fetcher) ff_counts(s->fetcher, &fetched, &fetch_failed);
+  SN_CALL(env, napi_create_double(env, (double)fetched, &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 4, v));
+  SN_CALL(env, napi_create_double(env, (double)fetch_failed, &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 5, v));
   return arr;
 }
 
@@ -2077,6 +2174,8 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("dropCached", fl_drop_cached),
       FN("requestCounts", fl_request_counts),
       FN("offerContent", fl_offer_content),
+      FN("fetchWith", fl_fetch_with),
+      FN("offerStoredContent", fl_offer_stored_content),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

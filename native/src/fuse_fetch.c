@@ -1,0 +1,243 @@
+/* See fuse_fetch.h. */
+#include "fuse_fetch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+/* XXH3 from the header zstd-napi ships, with zstd's removal of XXH3 taken out
+ * (xxh3-header.cjs); everything static, so nothing clashes with zstd's copy. */
+#define XXH_INLINE_ALL
+#include "xxhash.h"
+
+#define MAX_THREADS 8
+
+typedef struct ff_job {
+  struct ff_job *next;
+  uint64_t node, size, generation;
+  size_t count;
+  ff_chunk *chunks; /* fds are the job's own duplicates */
+} ff_job;
+
+struct ff_fetcher {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  ff_job *head, *tail;
+  size_t held, budget; /* bytes of files queued or being assembled */
+  uint64_t generation;  /* ff_clear: work from before is not delivered */
+  bool stopping;
+  uint64_t delivered, failed;
+  uint8_t secret[XXH3_SECRET_SIZE_MIN > 256 ? XXH3_SECRET_SIZE_MIN : 256];
+  size_t secret_len;
+  ff_deliver deliver;
+  void *ctx;
+  unsigned threads;
+  pthread_t thread[MAX_THREADS];
+};
+
+static void job_free(ff_job *j) {
+  for (size_t i = 0; i < j->count; i++)
+    if (j->chunks[i].fd >= 0 && (i == 0 || j->chunks[i].fd != j->chunks[i - 1].fd)) close(j->chunks[i].fd);
+  free(j->chunks);
+  free(j);
+}
+
+static bool read_exactly(int fd, uint8_t *buf, size_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t r = pread(fd, buf, len, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    buf += r;
+    len -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return true;
+}
+
+static bool id_matches(const ff_fetcher *f, const uint8_t *raw, size_t len, const uint8_t id[16]) {
+  XXH128_hash_t h = XXH3_128bits_withSecret(raw, len, f->secret, f->secret_len);
+  for (int i = 0; i < 8; i++) {
+    if (id[i] != (uint8_t)(h.high64 >> (56 - 8 * i))) return false;
+    if (id[8 + i] != (uint8_t)(h.low64 >> (56 - 8 * i))) return false;
+  }
+  return true;
+}
+
+/* The job's whole verified content, or NULL. `buf`/`cap`: the thread's
+ * buffer for stored bytes, grown as needed. */
+static fcc_blob *assemble(const ff_fetcher *f, const ff_job *j, ZSTD_DCtx *dctx, uint8_t **buf, size_t *cap) {
+  fcc_blob *b = fcc_blob_zeroed((size_t)j->size);
+  if (!b) return NULL;
+  for (size_t i = 0; i < j->count; i++) {
+    const ff_chunk *c = &j->chunks[i];
+    if (c->file_offset > j->size || c->raw_len > j->size - c->file_offset) goto fail;
+    uint8_t *raw = (uint8_t *)b->data + c->file_offset;
+    if (!c->compressed) {
+      if (c->stored_len != c->raw_len || !read_exactly(c->fd, raw, c->raw_len, c->pack_offset)) goto fail;
+    } else {
+      if (c->stored_len > *cap) {
+        uint8_t *grown = realloc(*buf, c->stored_len);
+        if (!grown) goto fail;
+        *buf = grown;
+        *cap = c->stored_len;
+      }
+      if (!read_exactly(c->fd, *buf, c->stored_len, c->pack_offset)) goto fail;
+      size_t n = ZSTD_decompressDCtx(dctx, raw, c->raw_len, *buf, c->stored_len);
+      if (ZSTD_isError(n) || n != c->raw_len) goto fail;
+    }
+    if (!id_matches(f, raw, c->raw_len, c->id)) goto fail;
+  }
+  return b;
+fail:
+  fcc_blob_unref(b);
+  return NULL;
+}
+
+static void *run(void *arg) {
+  ff_fetcher *f = arg;
+  ZSTD_DCtx *dctx = ZSTD_createDCtx();
+  uint8_t *buf = NULL;
+  size_t cap = 0;
+  pthread_mutex_lock(&f->lock);
+  for (;;) {
+    while (!f->head && !f->stopping) pthread_cond_wait(&f->wake, &f->lock);
+    if (f->stopping) break;
+    ff_job *j = f->head;
+    f->head = j->next;
+    if (!f->head) f->tail = NULL;
+    pthread_mutex_unlock(&f->lock);
+    fcc_blob *content = dctx ? assemble(f, j, dctx, &buf, &cap) : NULL;
+    pthread_mutex_lock(&f->lock);
+    /* Delivered under the lock: ff_clear and ff_stop then know that nothing
+     * from before them is delivered after they return. */
+    if (content && j->generation == f->generation && !f->stopping) f->deliver(f->ctx, j->node, content);
+    if (content)
+      f->delivered++;
+    else
+      f->failed++;
+    f->held -= (size_t)j->size;
+    fcc_blob_unref(content);
+    job_free(j);
+  }
+  pthread_mutex_unlock(&f->lock);
+  free(buf);
+  ZSTD_freeDCtx(dctx);
+  return NULL;
+}
+
+static void drop_queue(ff_fetcher *f) {
+  while (f->head) {
+    ff_job *j = f->head;
+    f->head = j->next;
+    f->held -= (size_t)j->size;
+    job_free(j);
+  }
+  f->tail = NULL;
+}
+
+ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
+                     ff_deliver deliver, void *ctx) {
+  if (secret_len < XXH3_SECRET_SIZE_MIN || secret_len > 256 || threads == 0) return NULL;
+  ff_fetcher *f = calloc(1, sizeof *f);
+  if (!f) return NULL;
+  memcpy(f->secret, secret, secret_len);
+  f->secret_len = secret_len;
+  f->budget = budget_bytes;
+  f->deliver = deliver;
+  f->ctx = ctx;
+  pthread_mutex_init(&f->lock, NULL);
+  pthread_cond_init(&f->wake, NULL);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old); /* the threads take no signals */
+  for (unsigned i = 0; i < threads && i < MAX_THREADS; i++) {
+    if (pthread_create(&f->thread[f->threads], NULL, run, f) != 0) break;
+    f->threads++;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (f->threads == 0) {
+    pthread_cond_destroy(&f->wake);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+    return NULL;
+  }
+  return f;
+}
+
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunks, size_t count) {
+  if (size == 0 || size > f->budget || count == 0) return false;
+  pthread_mutex_lock(&f->lock);
+  bool room = !f->stopping && f->held + size <= f->budget;
+  pthread_mutex_unlock(&f->lock);
+  if (!room) return false;
+  ff_job *j = calloc(1, sizeof *j);
+  ff_chunk *copy = j ? malloc(count * sizeof *copy) : NULL;
+  if (!copy) {
+    free(j);
+    return false;
+  }
+  memcpy(copy, chunks, count * sizeof *copy);
+  j->chunks = copy;
+  j->node = node;
+  j->size = size;
+  /* One duplicate per run of chunks in the same pack. */
+  for (size_t i = 0; i < count; i++) {
+    if (i > 0 && chunks[i].fd == chunks[i - 1].fd) {
+      copy[i].fd = copy[i - 1].fd;
+      continue;
+    }
+    copy[i].fd = fcntl(chunks[i].fd, F_DUPFD_CLOEXEC, 0);
+    if (copy[i].fd < 0) {
+      j->count = i; /* closes those made so far */
+      job_free(j);
+      return false;
+    }
+  }
+  j->count = count;
+  pthread_mutex_lock(&f->lock);
+  bool taken = !f->stopping && f->held + size <= f->budget;
+  if (taken) {
+    j->generation = f->generation;
+    if (f->tail)
+      f->tail->next = j;
+    else
+      f->head = j;
+    f->tail = j;
+    f->held += (size_t)size;
+    pthread_cond_signal(&f->wake);
+  }
+  pthread_mutex_unlock(&f->lock);
+  if (!taken) job_free(j);
+  return taken;
+}
+
+void ff_clear(ff_fetcher *f) {
+  pthread_mutex_lock(&f->lock);
+  drop_queue(f);
+  f->generation++;
+  pthread_mutex_unlock(&f->lock);
+}
+
+void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
+  pthread_mutex_lock(&f->lock);
+  *delivered = f->delivered;
+  *failed = f->failed;
+  pthread_mutex_unlock(&f->lock);
+}
+
+void ff_stop(ff_fetcher *f) {
+  pthread_mutex_lock(&f->lock);
+  f->stopping = true;
+  drop_queue(f);
+  pthread_cond_broadcast(&f->wake);
+  pthread_mutex_unlock(&f->lock);
+  for (unsigned i = 0; i < f->threads; i++) pthread_join(f->thread[i], NULL);
+  pthread_cond_destroy(&f->wake);
+  pthread_mutex_destroy(&f->lock);
+  free(f);
+}

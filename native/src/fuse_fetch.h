@@ -1,0 +1,61 @@
+/*
+ * Files read ahead, assembled off the JS thread: JS says where a file's chunks
+ * are stored (pack descriptor, offset, lengths, compression, id) and threads
+ * of the binding's read them, decompress them, check each against its keyed
+ * XXH3-128 id and hand the whole verified content to a callback (the content
+ * store and the pusher, fuse_content.h and fuse_push.h). A tape job's walk
+ * of a mail spool then costs the JS thread only the lookup of each file's
+ * chunks, not the copying and decompression of its bytes.
+ *
+ * Nothing unverified is delivered: a chunk that cannot be read, does not
+ * decompress to its length or does not hash to its id drops the whole file
+ * (counted), and the reader's own READ then reaches JS, which reports the
+ * damage. Bounded: ff_offer refuses what would take the bytes queued or being
+ * assembled over the budget.
+ */
+#ifndef SNAPFS_FUSE_FETCH_H
+#define SNAPFS_FUSE_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fuse_content.h"
+
+/* Where one chunk of a file is stored. `fd` is the caller's: ff_offer
+ * duplicates it, so the caller may close its own at any time. */
+typedef struct {
+  int fd;
+  bool compressed;
+  uint64_t pack_offset; /* of the stored bytes (after the blob header) */
+  uint32_t stored_len, raw_len;
+  uint64_t file_offset;
+  uint8_t id[16]; /* big-endian XXH3-128 of the raw bytes, keyed */
+} ff_chunk;
+
+typedef struct ff_fetcher ff_fetcher;
+
+/* Called on a fetcher thread with a file's verified content (a reference the
+ * callee takes if it keeps it). */
+typedef void (*ff_deliver)(void *ctx, uint64_t node, fcc_blob *content);
+
+/* `secret`: the repository's hash secret (copied). NULL when out of memory
+ * or no thread could start. */
+ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
+                     ff_deliver deliver, void *ctx);
+
+/* Queues node `node`'s content: `size` bytes, the chunks given (holes between
+ * them read as zeros). False when over budget or out of descriptors/memory. */
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunks, size_t count);
+
+/* Drops what is queued, and what is being assembled is not delivered. */
+void ff_clear(ff_fetcher *f);
+
+/* Files delivered, and files dropped because a chunk failed. */
+void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed);
+
+/* Stops the threads (a file being assembled is finished, not delivered) and
+ * frees everything; no callback runs after it returns. */
+void ff_stop(ff_fetcher *f);
+
+#endif
