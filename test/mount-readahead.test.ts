@@ -1,9 +1,11 @@
-// Reading ahead across files (lib/fuse/lowlevel.ts, native/src/fuse_content.c,
-// native/src/fuse_push.c): once two files of a directory were read in a row, the small files
-// after them are handed whole to the binding, which pushes them into the kernel's page cache
-// and answers the reads that still come itself. Those answers must be the file's bytes
-// whatever the reads look like: small direct reads at any offset, reads past the end, and
-// more files than the binding's store holds (the oldest go; their reads reach JS again).
+// Reading ahead across files (lib/fuse/lowlevel.ts, native/src/fuse_fetch.c,
+// native/src/fuse_content.c, native/src/fuse_push.c): once two files of a directory were
+// read in a row, the binding is told where the chunks of the files after them are stored,
+// assembles and verifies each file on threads of its own, pushes it into the kernel's page
+// cache and answers the reads that still come itself. Those answers must be the file's
+// bytes whatever the reads look like: small direct reads at any offset, reads past the end,
+// more files than the binding's store holds (the oldest go; their reads reach JS again), and
+// files whose stored bytes are damaged (never served: EIO from JS).
 // The first test looks at the store alone (pushing off); the second at the pages pushed.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
@@ -11,14 +13,18 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { runProcess, tmpDir } from './helpers/cli.js';
 import { backup, fuseAvailable, initRepo, Mounted, mountForeground, readAheadSettled, serverMemory } from './helpers/mount.js';
+import { flipStoredByte } from './helpers/damage.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const ahead = async (m: Parameters<typeof serverMemory>[0]): Promise<number> => (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
 const md5 = (b: Buffer): string => crypto.createHash('md5').update(b).digest('hex');
 const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
 
-/** A tree made by `fill`, backed up as source `name` into a new repository, mounted; `last` is MNT/name/last. */
-async function mountBackedUp(t: any, name: string, fill: (src: string) => Promise<void>, env?: Record<string, string>): Promise<{ src: string; last: string; m: Mounted }> {
+/**
+ * A tree made by `fill`, backed up as source `name` into a new repository (`damage` then
+ * runs on it), mounted; `last` is MNT/name/last.
+ */
+async function mountBackedUp(t: any, name: string, fill: (src: string) => Promise<void>, env?: Record<string, string>, damage?: (repo: string) => Promise<void>): Promise<{ src: string; last: string; m: Mounted }> {
   const work = await tmpDir(t, `mount-${name}`);
   const src = path.join(work, 'src');
   const repo = path.join(work, 'repo');
@@ -27,6 +33,7 @@ async function mountBackedUp(t: any, name: string, fill: (src: string) => Promis
   await fill(src);
   await initRepo(repo);
   await backup(repo, src, name);
+  await damage?.(repo);
   await fs.mkdir(mnt);
   const m = await mountForeground(t, repo, mnt, [], env);
   return { src, last: path.join(mnt, name, 'last'), m };
@@ -172,5 +179,37 @@ t.test('a walk that reads files ahead starts again at the first file of the next
   await read('c', 0);
   await readAheadSettled(m);
   t.equal(await taken(), afterB, 'one file of c read after a pause: nothing read ahead');
+  await m.stop();
+});
+
+t.test('a damaged file among files read ahead: EIO for it, never its wrong bytes; the others read back', { skip }, async (t) => {
+  // The binding assembles files read ahead from their stored chunks and checks each chunk
+  // against its id: one that fails must reach neither its store nor the page cache.
+  const name = (i: number): string => `m${String(i).padStart(3, '0')}`;
+  const victims = [name(10), name(25)]; // random bytes, and text (stored compressed)
+  const { src, last, m } = await mountBackedUp(t, 'bad', async (src) => {
+    for (let i = 0; i < 40; i++) {
+      const body = i % 2 === 0 ? crypto.randomBytes(2000 + i * 500) : Buffer.from(`line ${i} of a message body\n`.repeat(100 + i * 20));
+      await fs.writeFile(path.join(src, name(i)), body);
+    }
+  }, { SNAPFS_FUSE_NO_PUSH: '1' }, async (repo) => {
+    for (const v of victims) await flipStoredByte(repo, 'bad', v);
+  });
+  const sum = (f: string) => runProcess('bash', ['-o', 'pipefail', '-c', 'cat "$1" | md5sum', 'bash', f], { allowFail: true });
+  const c0 = (await serverMemory(m)).requests;
+  for (let i = 0; i < 40; i++) {
+    const got = await sum(path.join(last, name(i)));
+    if (victims.includes(name(i))) {
+      t.not(got.code, 0, `${name(i)} (damaged) fails`);
+      t.match(got.stderr, /Input\/output error/, `${name(i)}: EIO`);
+    } else {
+      t.equal(got.stdout, (await sum(path.join(src, name(i)))).stdout, `${name(i)} reads back`);
+    }
+  }
+  await readAheadSettled(m);
+  const c1 = (await serverMemory(m)).requests;
+  const delta = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
+  t.ok(delta('files assembled') >= 20, `the files around them were assembled by the binding (${delta('files assembled')})`);
+  t.equal(delta('files failed to assemble'), victims.length, 'both damaged files were dropped by the binding, not served');
   await m.stop();
 });

@@ -8,12 +8,7 @@ import path from 'node:path';
 import { isRoot } from './helpers/tree-gen.js';
 import { runProcess, tmpDir } from './helpers/cli.js';
 import { backup, fuseAvailable, initRepo, mountForeground } from './helpers/mount.js';
-import { Repository } from '../lib/store/repository.js';
-import { SnapshotCatalog } from '../lib/snapshot/catalog.js';
-import { TreeReader } from '../lib/tree/tree-reader.js';
-import { chunkId, decodeChunkList } from '../lib/format/tree.js';
-import { idFromHex, idToHex } from '../lib/format/blob-id.js';
-import { BLOB_HEADER_BYTES } from '../lib/format/pack.js';
+import { flipStoredByte } from './helpers/damage.js';
 
 const skip = !(await fuseAvailable()) ? 'needs /dev/fuse' : !isRoot ? 'needs root (creates a user)' : false;
 
@@ -86,26 +81,7 @@ t.test('a flipped byte in a pack: EIO for that file, the rest reads fine', { ski
   await initRepo(repo);
   await backup(repo, src, 'src');
 
-  // Find the pack bytes of the victim's first chunk and flip one in the middle.
-  const r = await Repository.open(repo, { readOnly: true });
-  let packFile: string;
-  let at: number;
-  try {
-    const snap = await new SnapshotCatalog(r.snapshots).resolve('src', 'last');
-    const { entry } = await new TreeReader(r.blobs).resolve(idFromHex(snap.root), [Buffer.from('victim')], 'victim');
-    const chunks = decodeChunkList(entry!.content!, entry!.size);
-    const loc = r.index.lookup(chunkId(chunks, 0))!;
-    packFile = r.layout.packFile(idToHex(loc.pack));
-    at = loc.offset + BLOB_HEADER_BYTES + Math.floor(loc.storedLength / 2);
-  } finally {
-    await r.close();
-  }
-  const fh = await fs.open(packFile, 'r+');
-  const b = Buffer.alloc(1);
-  await fh.read(b, 0, 1, at);
-  b[0] ^= 0x10;
-  await fh.write(b, 0, 1, at);
-  await fh.close();
+  await flipStoredByte(repo, 'src', 'victim');
 
   await fs.mkdir(mnt);
   const m = await mountForeground(t, repo, mnt);

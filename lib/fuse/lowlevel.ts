@@ -15,6 +15,7 @@
 
 import os from 'node:os';
 import { Vfs, VfsAttr, isShownXattrName } from '../read/vfs.js';
+import { StoredChunk } from '../read/file-reader.js';
 import {
   DIRENTPLUS_MIN_BYTES,
   FuseAttr,
@@ -82,17 +83,22 @@ export interface LowLevelOptions {
   log?: (line: string) => void;
   /** Let the binding answer repeated questions itself (default true; false to compare or rule it out). */
   replyCaching?: boolean;
-  /** Hands the binding a file's whole content for reads it answers itself (FuseSession.offerContent). */
-  offerContent?: (node: bigint, bytes: Uint8Array) => boolean;
+  /**
+   * Hands the binding where a file's chunks are stored, for reads it answers itself once
+   * it assembled and verified them (FuseSession.offerStoredContent).
+   */
+  offerStoredContent?: (node: bigint, size: number, chunks: readonly StoredChunk[]) => boolean;
 }
 
 /**
  * Reading ahead across files, once two files of one directory were read from their start
  * one after the other (tar, cp -a, rsync; not a reader picking files here and there): the
- * small files after the second, handed to the binding (whose store holds 4 MiB). A tape
- * job's tar of a mail spool then has most reads answered without a trip to JS.
+ * files after the second, up to 4 MiB each, handed to the binding, which assembles them on
+ * threads of its own (16 MiB at a time), pushes them into the page cache and keeps up to
+ * 4 MiB of them for the reads that still come. A tape job's tar of a mail spool then has
+ * most files read without a trip to JS.
  */
-const FILES_AHEAD = { files: 64, bytes: 2 * 1024 * 1024, fileBytes: 128 * 1024, entries: 256 };
+const FILES_AHEAD = { files: 64, bytes: 8 * 1024 * 1024, fileBytes: 4 * 1024 * 1024, entries: 256 };
 /**
  * While such a walk goes on (files were read ahead until WALK_AHEAD_MS ago), the first
  * file it reads in the next directory starts the read-ahead there: the walk is already
@@ -126,7 +132,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   let lastReadDir: bigint | undefined;
   const offered = new Set<bigint>();
   const readFilesAfter = (id: bigint): void => {
-    const offer = opts.offerContent;
+    const offer = opts.offerStoredContent;
     const dir = vfs.directoryOf(id);
     const inOrder = dir !== undefined && dir === lastReadDir;
     const walking = dir !== undefined && performance.now() - readAheadAt < WALK_AHEAD_MS;
@@ -135,10 +141,10 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     readingAhead = true;
     readAheadAt = performance.now();
     vfs
-      .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, data) => {
+      .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, size, chunks) => {
         if (offered.size >= OFFERED_MAX) offered.clear();
         offered.add(file);
-        return offer(file, data);
+        return offer(file, size, chunks);
       })
       .catch(() => undefined) // a damaged file fails when the reader itself reads it
       .finally(() => {

@@ -7,6 +7,7 @@ import { promises as fsp } from 'node:fs';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { Vfs, XATTR_NAMESPACES } from '../read/vfs.js';
+import { StoredChunk } from '../read/file-reader.js';
 import { SnapfsError, errnoCode } from '../errors.js';
 import { loadFuseNative, FuseNativeInstance } from './native.js';
 import { FuseOperations } from './operations.js';
@@ -243,12 +244,15 @@ export class MountedFs {
     const pushContent = process.env.SNAPFS_FUSE_NO_PUSH !== '1';
     let session: FuseSession | undefined;
     try {
-      const offerContent = (node: bigint, bytes: Uint8Array): boolean => session?.offerContent(node, bytes) ?? false;
-      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerContent }), {
+      const offerStoredContent = (node: bigint, size: number, chunks: readonly StoredChunk[]): boolean =>
+        session?.offerStoredContent(node, size, chunks) ?? false;
+      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent }), {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,
         pushContent,
       });
+      // Files read ahead are assembled on the binding's threads, verified as the store does.
+      if (!session.fetchWith(vfs.blobSecret())) opts.log?.('reading ahead across files is off: its threads did not start');
     } catch (err) {
       throw new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${(err as Error).message} (is /dev/fuse available?)`, { cause: err });
     }

@@ -10,7 +10,7 @@
 import { BlobType } from '../format/pack.js';
 import { idToHex } from '../format/blob-id.js';
 import { ChunkList, EntryKind, TreeEntry, chunkId, decodeChunkList, findChunk } from '../format/tree.js';
-import { BlobReader } from '../store/blob-store.js';
+import { BlobReader, StoredBlob } from '../store/blob-store.js';
 import { ByteLru } from '../util/lru.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { SnapfsError } from '../errors.js';
@@ -21,6 +21,11 @@ const CHUNK_OVERHEAD_BYTES = 300;
 export interface OpenFile {
   size: number;
   chunks: ChunkList;
+}
+
+/** A chunk of a file where it is stored, for native code that reads and verifies it itself. */
+export interface StoredChunk extends StoredBlob {
+  fileOffset: number;
 }
 
 export interface FileReaderOptions {
@@ -134,6 +139,19 @@ export class FileReader {
   /** Up to `length` bytes at `offset` (short only at end of file), in a buffer of the caller's. */
   read(file: OpenFile, offset: number, length: number): Promise<Buffer> {
     return this.readWith(file, offset, length, (data) => (this.pool ? Buffer.from(data) : data));
+  }
+
+  /** Where each chunk of the file is stored (holes are the gaps between them). */
+  async storedChunks(file: OpenFile): Promise<StoredChunk[]> {
+    const out: StoredChunk[] = [];
+    for (let i = 0; i < file.chunks.count; i++) {
+      const stored = await this.blobs.stored(chunkId(file.chunks, i));
+      if (stored.rawLength !== file.chunks.lengths[i]) {
+        throw new SnapfsError('CORRUPT_DATA', `chunk ${idToHex(stored.id)}: length differs from the file's chunk list`);
+      }
+      out.push({ ...stored, fileOffset: file.chunks.offsets[i]! });
+    }
+    return out;
   }
 
   /** Starts loading the chunks after `offset` (read-ahead on sequential reads). */

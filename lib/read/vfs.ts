@@ -25,7 +25,7 @@ import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
 import { EntryKind, TreeEntry } from '../format/tree.js';
 import { BlobId, idFromHex } from '../format/blob-id.js';
 import { TreeReader, pathComponents } from '../tree/tree-reader.js';
-import { FileReader, OpenFile } from './file-reader.js';
+import { FileReader, OpenFile, StoredChunk } from './file-reader.js';
 import { ByteLru } from '../util/lru.js';
 import { PinTable } from './pin-table.js';
 import { SnapfsError } from '../errors.js';
@@ -384,6 +384,14 @@ export class Vfs {
    * leaves when it is forgotten: those are revalidated quickly, and with them every path
    * that walks through them.
    */
+  /**
+   * The repository's hash secret, for native code that verifies chunks as the store does
+   * (readFilesAfter's consumer). Never shown: the mount has no path to it.
+   */
+  blobSecret(): Buffer {
+    return Buffer.from(this.repo.config.hashSecret, 'hex');
+  }
+
   isSnapshotContent(id: bigint): boolean {
     if (id === ROOT_ID) return false;
     const n = this.cachedNode(id);
@@ -833,16 +841,16 @@ export class Vfs {
 
   /**
    * Reads ahead across files: the small regular files after file `id` in its directory, in
-   * name order (the order tar, cp -a and rsync open them), each whole. `use` gets each
-   * one's node id and bytes (valid during the call only) and returns false to stop; files
-   * `skip` names are passed over. Stops at the limits: files and bytes handed over,
-   * entries looked at.
+   * name order (the order tar, cp -a and rsync open them). `use` gets each one's node id,
+   * size and where its chunks are stored (the binding reads and verifies them on threads of
+   * its own, with blobSecret), and returns false to stop; files `skip` names are passed
+   * over. Stops at the limits: files and bytes handed over, entries looked at.
    */
   async readFilesAfter(
     id: bigint,
     limits: { files: number; bytes: number; fileBytes: number; entries: number },
     skip: (id: bigint) => boolean,
-    use: (id: bigint, data: Buffer) => boolean,
+    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
   ): Promise<void> {
     const n = this.cachedNode(id);
     if (n?.type !== 'entry') return;
@@ -860,8 +868,7 @@ export class Vfs {
       const fileId = nodeIdOf(['entry', n.snap.id, [parentPath, e.name]]);
       if (skip(fileId)) continue;
       const size = e.size;
-      const taken = await this.files.readWith(this.files.open(e), 0, size, (data) => data.length === size && use(fileId, data));
-      if (!taken) break;
+      if (!use(fileId, size, await this.files.storedChunks(this.files.open(e)))) break;
       files++;
       bytes += size;
       // Let the requests that came meanwhile in: the reader may already want one of these.

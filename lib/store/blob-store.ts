@@ -12,6 +12,18 @@ import { RepoLayout } from './layout.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { CorruptDataError, SnapfsError, errnoCode, fromSystemError } from '../errors.js';
 
+/** Where a blob's stored bytes are, for native code that reads and verifies it itself. */
+export interface StoredBlob {
+  id: BlobId;
+  /** An open descriptor of its pack, valid for the current turn (PackReader.descriptor). */
+  fd: number;
+  compressed: boolean;
+  /** Offset of the stored bytes in the pack (after the blob header). */
+  packOffset: number;
+  storedLength: number;
+  rawLength: number;
+}
+
 export class BlobReader {
   constructor(
     readonly index: BlobIndex,
@@ -63,6 +75,28 @@ export class BlobReader {
     } finally {
       if (pool && stored) pool.give(stored);
     }
+  }
+
+  /**
+   * Where a blob's stored bytes are. The header is not read: what reads them must check the
+   * raw bytes against the id, which catches a wrong location as well as damage.
+   */
+  async stored(id: BlobId): Promise<StoredBlob> {
+    const loc = this.locate(id);
+    let fd: number;
+    try {
+      fd = await this.packs.descriptor(loc.pack);
+    } catch (err) {
+      throw packError(err, loc.pack);
+    }
+    return {
+      id,
+      fd,
+      compressed: loc.compression === Compression.Zstd,
+      packOffset: loc.offset + BLOB_HEADER_BYTES,
+      storedLength: loc.storedLength,
+      rawLength: loc.rawLength,
+    };
   }
 
   /**

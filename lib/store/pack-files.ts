@@ -194,6 +194,15 @@ export class PackReader {
     return buf;
   }
 
+  /**
+   * The open descriptor of a pack, for native code that reads it on threads of its own
+   * (the mount's read-ahead): valid for the current turn only, since a descriptor evicted
+   * from the cache is closed a few seconds later; such code duplicates it at once.
+   */
+  async descriptor(pack: Buffer): Promise<number> {
+    return (await this.handle(idToHex(pack))).fd;
+  }
+
   /** Forgets a cached descriptor (after the pack was replaced or removed). */
   forget(pack: Buffer): void {
     const hex = idToHex(pack);

@@ -202,7 +202,8 @@ export async function compareMtimesMs(expected: string, actual: string): Promise
 export async function readAheadSettled(m: Mounted): Promise<void> {
   let last = -1;
   for (let i = 0; i < 50; i++) {
-    const n = (await serverMemory(m)).requests['files read ahead'] ?? 0;
+    const r = (await serverMemory(m)).requests;
+    const n = (r['files read ahead'] ?? 0) + (r['files assembled'] ?? 0) + (r['files failed to assemble'] ?? 0);
     if (n === last) return;
     last = n;
     await sleep(200);
