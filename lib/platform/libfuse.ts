@@ -196,7 +196,7 @@ export interface MountConfig {
   /** Nodes whose ReplyCaching facts and symlink targets the binding keeps; default 32768 (about 120 bytes each). */
   cacheEntries?: number;
   /**
-   * offerContent also pushes the file into the kernel's page cache (FUSE_NOTIFY_STORE,
+   * offerStoredContent also pushes the file into the kernel's page cache (FUSE_NOTIFY_STORE,
    * from a thread of the binding's), so that its reads are not even sent. Default true.
    */
   pushContent?: boolean;
@@ -228,22 +228,19 @@ export interface FuseSession {
   /** Requests the kernel sent so far, by name (LOOKUP, READ, OPEN...), answered here or by a handler. */
   requestCounts(): Record<string, number>;
   /**
-   * The whole, immutable content of a file opened without a handler (fh 0): its reads are
-   * then answered on the libfuse thread until one reaches its end (a bounded store, oldest
-   * first out); with pushContent, the kernel also gets its pages (those reads are then
-   * not even sent, unless it let the pages go). False when not taken.
-   */
-  offerContent(node: bigint, bytes: Uint8Array): boolean;
-  /**
    * Starts the threads that assemble files offerStoredContent names, verifying each chunk
    * against its id (keyed XXH3-128 with `secret`, as the store does). False when they
    * could not start.
    */
   fetchWith(secret: Uint8Array): boolean;
   /**
-   * As offerContent, for a file of `size` bytes whose chunks the binding reads, decompresses
-   * and verifies itself, off the JS thread; a file with a chunk that fails is dropped (its
-   * reads then reach the handlers, which report the damage). False when not taken.
+   * The immutable content of a file opened without a handler (fh 0), `size` bytes, which
+   * the binding reads from the chunks given, decompresses and verifies on its threads
+   * (fetchWith). Its reads are then answered on the libfuse thread until one reaches its
+   * end (a bounded store, oldest first out); with pushContent, the kernel also gets its
+   * pages (those reads are then not even sent, unless it let the pages go). A file with a
+   * chunk that fails is dropped: its reads reach the handlers, which report the damage.
+   * False when not taken.
    */
   offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
 }
@@ -284,7 +281,7 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   1: 'LOOKUP', 2: 'FORGET', 3: 'GETATTR', 4: 'SETATTR', 5: 'READLINK', 14: 'OPEN', 15: 'READ', 17: 'STATFS',
   18: 'RELEASE', 22: 'GETXATTR', 23: 'LISTXATTR', 25: 'FLUSH', 26: 'INIT', 27: 'OPENDIR', 28: 'READDIR',
   29: 'RELEASEDIR', 34: 'ACCESS', 36: 'INTERRUPT', 42: 'BATCH_FORGET', 44: 'READDIRPLUS',
-  // Not opcodes: READs the binding answered from offerContent, the files it took, and of
+  // Not opcodes: READs the binding answered from offerStoredContent, the files it took, and of
   // those, the files the kernel took into its page cache or refused (not known).
   64: 'READ of files read ahead',
   65: 'files read ahead',
@@ -303,7 +300,6 @@ interface Binding {
   stop(session: object): boolean;
   dropCached(session: object): void;
   requestCounts(session: object): number[];
-  offerContent(session: object, node: bigint, bytes: Uint8Array): boolean;
   fetchWith(session: object, secret: Uint8Array): boolean;
   offerStoredContent(session: object, node: bigint, size: number, chunks: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
@@ -571,9 +567,6 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
       return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, size, encodeStoredChunks(chunks));
-    },
-    offerContent(node: bigint, bytes: Uint8Array): boolean {
-      return !isClosed && b.offerContent(handle, node, bytes);
     },
     requestCounts(): Record<string, number> {
       const out: Record<string, number> = {};

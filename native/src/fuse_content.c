@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
   uint64_t id;
@@ -18,15 +17,6 @@ struct fcc_store {
   size_t bytes, budget;
   uint64_t taken;
 };
-
-fcc_blob *fcc_blob_new(const void *data, size_t len) {
-  fcc_blob *b = malloc(sizeof *b + len);
-  if (!b) return NULL;
-  atomic_init(&b->refs, 1);
-  b->len = len;
-  memcpy(b->data, data, len);
-  return b;
-}
 
 fcc_blob *fcc_blob_zeroed(size_t len) {
   fcc_blob *b = calloc(1, sizeof *b + len);

@@ -1,8 +1,8 @@
 /*
- * Whole small files JS read ahead (the files after the one a reader just
- * opened, in directory order: the order tar, cp -a and rsync read them), so
- * that the loop thread answers their reads without waking JS. Filled by JS
- * (any thread; one mutex), served and dropped by the loop thread: a file's
+ * Whole files read ahead (the files after the one a reader just opened, in
+ * directory order: the order tar, cp -a and rsync read them), so that the
+ * loop thread answers their reads without waking JS. Filled by the fetcher's
+ * threads (fuse_fetch.h; one mutex), served and dropped by the loop thread: a file's
  * bytes go once a read reached its end (the kernel keeps them in its page
  * cache from then on).
  *
@@ -26,8 +26,6 @@ typedef struct fcc_blob {
   char data[];
 } fcc_blob;
 
-/* A copy of `data` with one reference; NULL when memory is short. */
-fcc_blob *fcc_blob_new(const void *data, size_t len);
 /* `len` zero bytes with one reference, to be filled in; NULL when memory is short. */
 fcc_blob *fcc_blob_zeroed(size_t len);
 fcc_blob *fcc_blob_ref(fcc_blob *b);

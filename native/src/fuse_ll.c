@@ -493,7 +493,7 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fl_queue(req, FL_OPEN, ino, (uint32_t)fi->flags, 0, 0, NULL);
 }
 
-/* Reads of a file JS read ahead (offerContent) are answered here; only those
+/* Reads of a file read ahead (offerStoredContent) are answered here; only those
  * opened without JS, whose reads go by node id anyway. */
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
@@ -1590,35 +1590,8 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* offerContent(session, node: bigint, bytes: Uint8Array): the whole content
- * of a file of snapshot content, for reads the loop thread answers and, when
- * pushing, for the kernel's page cache; false when taken by neither (too big,
- * memory short). */
-static napi_value fl_offer_content(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!sn_get_args(env, info, 3, argv, "offerContent")) return NULL;
-  fl_session *s = session_arg(env, argv[0]);
-  if (!s) return NULL;
-  uint64_t id;
-  bool lossless;
-  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok || !lossless) {
-    throw_type(env, "node", "a bigint node id");
-    return NULL;
-  }
-  const uint8_t *p;
-  size_t len;
-  if (!sn_get_bytes(env, argv[2], "bytes", &p, &len)) return NULL;
-  if (s->torn_down) return js_bool(env, false);
-  if (len == 0) return js_bool(env, false);
-  fcc_blob *content = fcc_blob_new(p, len); /* the one copy, shared */
-  if (!content) return js_bool(env, false);
-  bool kept = fcc_put(s->content, id, content);
-  bool pushed = s->pusher && fp_offer(s->pusher, id, content);
-  fcc_blob_unref(content);
-  return js_bool(env, kept || pushed);
-}
-
-/* Where the fetcher's verified files go: as offerContent's. */
+/* Where the fetcher's verified files go: the store, for the reads the loop
+ * thread answers, and, when pushing, the kernel's page cache. */
 static void deliver_fetched(void *ctx, uint64_t node, fcc_blob *content) {
   fl_session *s = ctx;
   fcc_put(s->content, node, content);
@@ -1642,9 +1615,10 @@ static napi_value fl_fetch_with(napi_env env, napi_callback_info info) {
 }
 
 /* offerStoredContent(session, node: bigint, size: number, chunks: Uint8Array):
- * as offerContent, but the binding reads, decompresses and verifies the
- * file's chunks itself, on its fetcher's threads (records: STORED_CHUNK_BYTES
- * each). False when not taken (no fetcher, over budget). */
+ * the whole content of a file of snapshot content, which the fetcher's threads
+ * read from the chunks given (records: STORED_CHUNK_BYTES each), decompress
+ * and verify, then deliver (deliver_fetched). False when not taken (no
+ * fetcher, over budget, memory short). */
 static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!sn_get_args(env, info, 4, argv, "offerStoredContent")) return NULL;
@@ -2173,7 +2147,6 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("stop", fl_stop),
       FN("dropCached", fl_drop_cached),
       FN("requestCounts", fl_request_counts),
-      FN("offerContent", fl_offer_content),
       FN("fetchWith", fl_fetch_with),
       FN("offerStoredContent", fl_offer_stored_content),
       FN("umount", fl_umount),
