@@ -65,12 +65,18 @@ t.test('repair index killed at random points', async (t) => {
 
   const rng = new XorShift32(2027);
   let killed = 0;
+  // Kill times scale with how long a repair takes; a probe slowed by a busy machine would
+  // put them after the end of later, faster runs, so each run that finished first rescales.
+  let span = p.workedMs;
   for (let i = 0; i < ITERATIONS; i++) {
     const repo = await copyRepo(h.repo, join(base, `kill-${i}`));
-    const delay = Math.round((rng.next() / 2 ** 32) * p.workedMs * 1.1);
+    const delay = Math.round((rng.next() / 2 ** 32) * span * 1.1);
     const r = await runAndKill(['repair', 'index', repo], repo, delay);
     if (r.killed) killed++;
-    else t.ok(r.code === 0 || r.code === 3, `iteration ${i}: finished before the kill at ${delay} ms`);
+    else {
+      t.ok(r.code === 0 || r.code === 3, `iteration ${i}: finished before the kill at ${delay} ms`);
+      span = Math.min(span, r.workedMs);
+    }
     // Whatever state it was killed in, commands fail cleanly or work.
     assertClean(t, await snapfs(['snapshots', repo]), `iteration ${i}: snapshots after the kill at ${delay} ms`, [0, 15]);
     const again = await snapfs(['repair', 'index', repo, '--json']);
