@@ -868,7 +868,9 @@ export class Vfs {
       const fileId = nodeIdOf(['entry', n.snap.id, [parentPath, e.name]]);
       if (skip(fileId)) continue;
       const size = e.size;
-      if (!use(fileId, size, await this.files.storedChunks(this.files.open(e)))) break;
+      const chunks = await this.files.storedChunks(this.files.open(e));
+      if (chunks.length === 0) continue; // all hole: nothing to assemble, reads cost nothing
+      if (!use(fileId, size, chunks)) break;
       files++;
       bytes += size;
       // Let the requests that came meanwhile in: the reader may already want one of these.
