@@ -868,7 +868,12 @@ export class Vfs {
       const fileId = nodeIdOf(['entry', n.snap.id, [parentPath, e.name]]);
       if (skip(fileId)) continue;
       const size = e.size;
-      const chunks = await this.files.storedChunks(this.files.open(e));
+      let chunks: StoredChunk[];
+      try {
+        chunks = await this.files.storedChunks(this.files.open(e));
+      } catch {
+        continue; // damaged or missing: the reader of that file gets the error itself
+      }
       if (chunks.length === 0) continue; // all hole: nothing to assemble, reads cost nothing
       if (!use(fileId, size, chunks)) break;
       files++;
