@@ -146,3 +146,24 @@ t.test('check', async (t) => {
     t.match(r.stdout, new RegExp(`tree ${target!.b.id.toString('hex')}: .*(corrupt|does not match|failed)`));
   });
 });
+
+t.test('an index key of the wrong length (a damaged page) is reported as damage, not an internal error', async (t) => {
+  const base = await tmpDir(t, 'check-badkey');
+  const h = await buildHistory(base, { backups: 1, files: 20, bigFiles: 1, seed: 9 });
+  // Written with lmdb-js itself, as a damaged page can present it: a 144-byte key whose
+  // 34-byte value places it in a pack that does not exist (so check looks at it closely).
+  const { open } = await import('lmdb');
+  const env = open({ path: join(h.repo, 'index'), maxDbs: 4, compression: false } as Parameters<typeof open>[0]);
+  const blobs = env.openDB<Buffer, Buffer>({ name: 'blobs', keyEncoding: 'binary', encoding: 'binary', compression: false });
+  const value = Buffer.alloc(34, 0);
+  value.fill(0xab, 0, 16);
+  await blobs.put(Buffer.alloc(144, 7), value);
+  await env.close();
+  const r = await runSnapfs(['check', h.repo, '--json'], { allowFail: true });
+  t.equal(r.code, 15, 'check exits 15 (damage)');
+  t.notMatch(r.stderr + r.stdout, /internal error|INTERNAL/, 'no internal error');
+  t.match(r.stderr + r.stdout, /malformed blob id \(144 bytes\).*repair index/, 'says the index is damaged and what to do');
+  const repair = await runSnapfs(['repair', 'index', h.repo], { allowFail: true });
+  t.equal(repair.code, 0, 'repair index rebuilds it');
+  t.equal((await runSnapfs(['check', h.repo], { allowFail: true })).code, 0, 'check passes afterwards');
+});

@@ -35,7 +35,9 @@ function encodeLocation(pack: Buffer, b: PackedBlob): Buffer {
 }
 
 function decodeLocation(id: BlobId, v: Buffer): BlobLocation {
-  if (v.length !== LOCATION_BYTES) throw new CorruptDataError('index: malformed blob location');
+  // Keys too: a damaged page can hand back a key of any length, which nothing else checks.
+  if (id.length !== BLOB_ID_BYTES) throw new CorruptDataError(`index: malformed blob id (${id.length} bytes); run 'snapfs repair index'`);
+  if (v.length !== LOCATION_BYTES) throw new CorruptDataError('index: malformed blob location; run \'snapfs repair index\'');
   return {
     id,
     pack: Buffer.from(v.subarray(0, 16)),
