@@ -378,13 +378,6 @@ export class Vfs {
   }
 
   /**
-   * Whether a node is content inside a snapshot (immutable: its attributes, name bindings
-   * and data never change, so the kernel may cache them for long). The root, source
-   * directories and `last` change as backups commit, and a snapshot directory itself
-   * leaves when it is forgotten: those are revalidated quickly, and with them every path
-   * that walks through them.
-   */
-  /**
    * The repository's hash secret, for native code that verifies chunks as the store does
    * (readFilesAfter's consumer). Never shown: the mount has no path to it.
    */
@@ -392,6 +385,13 @@ export class Vfs {
     return Buffer.from(this.repo.config.hashSecret, 'hex');
   }
 
+  /**
+   * Whether a node is content inside a snapshot (immutable: its attributes, name bindings
+   * and data never change, so the kernel may cache them for long). The root, source
+   * directories and `last` change as backups commit, and a snapshot directory itself
+   * leaves when it is forgotten: those are revalidated quickly, and with them every path
+   * that walks through them.
+   */
   isSnapshotContent(id: bigint): boolean {
     if (id === ROOT_ID) return false;
     const n = this.cachedNode(id);

@@ -300,8 +300,9 @@ function damaged(what: string, err: unknown): SnapfsError {
   // of a failed write as a number (28: ENOSPC). EINVAL, EFBIG and EOVERFLOW are the
   // exception: LMDB gets them writing a page at an impossible offset, a page number it read
   // from a damaged page.
-  if (code === 22 || code === 27 || code === 75 || code === 'EINVAL' || code === 'EFBIG' || code === 'EOVERFLOW') return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
-  if ((typeof code === 'string' && /^E[A-Z]+$/.test(code)) || (typeof code === 'number' && code > 0 && code < 200)) return fromSystemError(err, what);
+  const impossibleWrite = code === 22 || code === 27 || code === 75 || code === 'EINVAL' || code === 'EFBIG' || code === 'EOVERFLOW';
+  const systemError = (typeof code === 'string' && /^E[A-Z]+$/.test(code)) || (typeof code === 'number' && code > 0 && code < 200);
+  if (systemError && !impossibleWrite) return fromSystemError(err, what);
   return new CorruptDataError(`${what}: the index is damaged (${(err as Error)?.message ?? String(err)}); run 'snapfs repair index'`, { cause: err });
 }
 

@@ -32,7 +32,7 @@ struct ff_fetcher {
   uint64_t generation;  /* ff_clear: work from before is not delivered */
   bool stopping;
   uint64_t delivered, failed;
-  uint8_t secret[XXH3_SECRET_SIZE_MIN > 256 ? XXH3_SECRET_SIZE_MIN : 256];
+  uint8_t secret[256]; /* snapfs's are 192 bytes (lib/format/blob-id.ts) */
   size_t secret_len;
   ff_deliver deliver;
   void *ctx;

@@ -147,7 +147,8 @@ typedef struct fl_session fl_session;
 
 #define KERNEL_OPCODES 64 /* opcodes counted: all the kernel sends us */
 
-/* Small files JS reads ahead: at most this much, in this many files. */
+/* Files read ahead kept for the reads that still come: at most this much, in
+ * this many files. */
 #define CONTENT_BUDGET_BYTES (4u << 20)
 /* Bytes of files queued for pushing into the page cache (see fuse_push.h). */
 #define PUSH_BUDGET_BYTES (16u << 20)
@@ -195,7 +196,7 @@ struct fl_session {
   _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
   _Atomic uint64_t content_reads;            /* READs answered from s->content */
   fc_cache *cache;
-  fcc_store *content; /* small files JS read ahead (fuse_content.h) */
+  fcc_store *content; /* files read ahead (fuse_content.h) */
   fp_pusher *pusher;  /* NULL: not pushing them (fuse_push.h) */
   ff_fetcher *fetcher; /* NULL until JS gives the hash secret (fuse_fetch.h) */
   uint64_t fetched, fetch_failed; /* the fetcher's counts when it stopped */
@@ -1665,8 +1666,8 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
 }
 
 /* requestCounts(session): requests received so far, an array indexed by the
- * kernel's opcode (linux/fuse.h), then the READs answered from content JS read
- * ahead, the files JS handed over for that, the files pushed into the page
+ * kernel's opcode (linux/fuse.h), then the READs answered from files read
+ * ahead, the files the store took, the files pushed into the page
  * cache, the pushes the kernel refused, and the files the fetcher assembled
  * and dropped (a chunk failed). */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
