@@ -19,6 +19,7 @@ import { SnapshotCatalog, nextSnapshotName, validateSourceName } from '../snapsh
 import { BatchResult, FileContentReader } from './file-content.js';
 import { ExcludeMatcher } from './exclude.js';
 import { ParentEntries } from './parent-entries.js';
+import { ListingCache } from './listing-cache.js';
 import { Semaphore, mapLimit } from '../util/semaphore.js';
 import { directoryBase } from '../util/long-path.js';
 import { SnapfsError, errnoCode, fromSystemError } from '../errors.js';
@@ -67,6 +68,8 @@ interface WorkItem {
   old?: TreeEntry;
   /** Its place in the window. */
   slot: number;
+  /** A subdirectory already walked: its tree, or the error that ended the walk. */
+  subtree?: BlobId | Error;
 }
 
 /**
@@ -87,7 +90,7 @@ const MMAP_THRESHOLD_BYTES = 1024 * 1024;
 function emptyStats(): SnapshotStats {
   return {
     files: 0, directories: 0, otherEntries: 0, filesNew: 0, filesChanged: 0, filesUnchanged: 0, filesOpened: 0,
-    filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
+    directoriesUnchanged: 0, filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
   };
 }
 
@@ -127,6 +130,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     const started = Date.now();
     const rootId = await walker.directory(Buffer.from(sourceRoot), '', parent ? idFromHex(parent.root) : undefined);
     await session.writer.flush();
+    walker.listings.save();
 
     const stats = walker.stats;
     Object.assign(stats, session.writer.stats, { durationMs: Date.now() - started });
@@ -174,6 +178,9 @@ class SourceWalker {
   private readonly scans = new Semaphore(8);
   /** Content of multiply-linked files read in this run, by device:inode:ctime. */
   private readonly linked = new Map<string, Promise<TreeEntry | undefined>>();
+  readonly listings: ListingCache;
+  /** Directories (relative paths) in which something was warned about. */
+  private readonly warnedIn = new Set<string>();
   private lastProgress = 0;
 
   constructor(
@@ -190,11 +197,17 @@ class SourceWalker {
     this.trees = new TreeReader(repo.blobs, 4 * 1024 * 1024);
     this.files = new FileContentReader(writer, repo.gearTable(), repo.config.chunker, DATA_BUDGET_BYTES, this.io);
     this.excludes = new ExcludeMatcher(opts.excludes ?? []);
+    this.listings = new ListingCache(repo.index, repo.hasher,
+      { excludes: opts.excludes ?? [], oneFileSystem: opts.oneFileSystem ?? false, rootDevice }, parentVerified);
   }
 
   private warn(relPath: string, err: unknown, what: string): void {
     const code = errnoCode(err) ?? (err as SnapfsError).code ?? 'ERROR';
     const w = { path: relPath, code, message: `${what}: ${(err as Error).message ?? String(err)}` };
+    // Whatever was warned about may turn out otherwise next time from the same listing.
+    const rel = relPath === '.' ? '' : relPath;
+    this.warnedIn.add(rel);
+    this.warnedIn.add(rel.slice(0, Math.max(0, rel.lastIndexOf('/'))));
     this.warnings.push(w);
     this.opts.onWarning?.(w);
   }
@@ -219,10 +232,27 @@ class SourceWalker {
   }
 
   private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
-    // The parent's first page is read while the directory is scanned.
-    const previous = new ParentEntries(this.trees, parentTree, (err) =>
+    const known = parentTree && this.listings.lookup(parentTree);
+    // Unless the previous tree may not be needed, its first page is read while the
+    // directory is scanned.
+    const readPrevious = (): ParentEntries => new ParentEntries(this.trees, parentTree, (err) =>
       this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again'));
-    const scan = new ScanCursor(await this.scans.run(() => scanDir(abs))); // sorted by name
+    const early = known ? undefined : readPrevious();
+    const listing = await this.scans.run(() => scanDir(abs)); // sorted by name
+    let fingerprint: Buffer | undefined;
+    let walked: Map<string, BlobId | Error> | undefined;
+    if (known && known.fingerprint.equals((fingerprint = this.listings.fingerprint(listing)))) {
+      const again = await this.listedAsBefore(abs, rel, listing, known.subtrees);
+      if (again === true) return parentTree!;
+      walked = again; // a subdirectory changed: this tree is made again, around what was walked
+    }
+    const previous = early ?? readPrevious();
+    const scan = new ScanCursor(listing);
+    // Whether every listed name becomes an entry: only then is the listing remembered.
+    let listed = 0;
+    let excluded = 0;
+    let stored = 0;
+    const subtrees: BlobId[] = [];
     // Built as it goes, in windows of entries: a directory of a million messages is never
     // held whole. Unchanged, it keeps the parent's tree id.
     // It holds (as long as each entry is the parent's next one, see storeWindow) what the
@@ -248,19 +278,23 @@ class SourceWalker {
       if (!allReused || previous.skipped) await tree.stopHolding();
       for (const e of slots) {
         if (!e) continue;
-        const stored = tree.add(e);
-        if (stored) await stored;
+        stored++;
+        if (e.subtree) subtrees.push(e.subtree);
+        const added = tree.add(e);
+        if (added) await added;
       }
       slots = [];
       work = [];
     };
     const filterNames = !this.excludes.empty;
     while (scan.next()) {
+      listed++;
       let old = previous.match(scan);
       if (old instanceof Promise) old = await old;
       if (filterNames) {
         const name = scan.buf.toString('utf8', scan.nameStart, scan.nameEnd);
         if (this.excludes.excludes(rel ? `${rel}/${name}` : name, name)) {
+          excluded++;
           if (old) allReused = false;
           if (old?.subtree) this.trees.dropAhead(old.subtree);
           continue;
@@ -273,17 +307,73 @@ class SourceWalker {
         this.stats.bytesTotal += old.size;
         this.stats.filesUnchanged++;
       } else {
-        work.push({ st: scan.entry(), old, slot: slots.length });
+        const st = scan.entry();
+        const subtree = walked?.get(st.name.toString('latin1'));
+        if (subtree && old?.subtree) this.trees.dropAhead(old.subtree); // not visited again
+        work.push({ st, old, slot: slots.length, subtree });
         slots.push(undefined);
       }
       if (slots.length >= WINDOW_ENTRIES) await storeWindow();
     }
     await storeWindow();
+    let id: BlobId;
     if (allReused && !previous.damaged && !(await previous.leftOver())) {
       tree.discard();
-      return parentTree!;
+      id = parentTree!;
+    } else {
+      id = await tree.finish();
     }
-    return tree.finish();
+    if (stored === listed && excluded === 0 && !this.warnedIn.has(rel)) {
+      this.listings.remember(id, fingerprint ?? this.listings.fingerprint(listing), subtrees);
+    }
+    return id;
+  }
+
+  /**
+   * A directory that lists exactly as when its previous tree was made: that tree holds
+   * again if each subdirectory (walked all the same: a change may lie deeper) comes back
+   * with its previous tree. True then; otherwise what each subdirectory's walk gave (its
+   * tree, or the error that ended it) by name in latin1, so that the tree is made again
+   * without walking them twice.
+   */
+  private async listedAsBefore(abs: Buffer, rel: string, listing: Buffer, subtrees: readonly BlobId[]): Promise<true | Map<string, BlobId | Error>> {
+    const scan = new ScanCursor(listing);
+    let files = 0;
+    let bytes = 0;
+    let others = 0;
+    const subdirs: Array<{ name: Buffer; mountPoint: boolean }> = [];
+    while (scan.next()) {
+      const type = scan.mode & S_IFMT;
+      if (type === 0o100000) {
+        files++;
+        bytes += scan.size;
+      } else if (type === 0o040000) {
+        const name = Buffer.from(scan.buf.subarray(scan.nameStart, scan.nameEnd));
+        subdirs.push({ name, mountPoint: this.opts.oneFileSystem === true && scan.dev !== this.rootDevice });
+      } else {
+        others++;
+      }
+    }
+    if (subdirs.length !== subtrees.length) return new Map(); // not as remembered after all: made again
+    const results = await mapLimit(subdirs, SUBDIR_CONCURRENCY, async ({ name, mountPoint }, i): Promise<BlobId | Error> => {
+      if (mountPoint) return subtrees[i]!; // recorded empty, as before
+      const text = name.toString('utf8');
+      try {
+        return await this.directory(childPath(abs, name), rel ? `${rel}/${text}` : text, subtrees[i]);
+      } catch (err) {
+        return err instanceof Error ? err : new Error(String(err));
+      }
+    });
+    if (results.every((r, i) => !(r instanceof Error) && r.equals(subtrees[i]!))) {
+      this.stats.files += files;
+      this.stats.filesUnchanged += files;
+      this.stats.bytesTotal += bytes;
+      this.stats.directories += subdirs.length;
+      this.stats.otherEntries += others;
+      this.stats.directoriesUnchanged!++;
+      return true;
+    }
+    return new Map(subdirs.map((d, i) => [d.name.toString('latin1'), results[i]!]));
   }
 
   /** An unchanged file whose chunks are all indexed: its parent entry is reused. */
@@ -311,7 +401,7 @@ class SourceWalker {
         }
       }),
       mapLimit(others, FILE_CONCURRENCY, async (w) => results.set(w, await this.entry(abs, rel, w.st, w.old))),
-      mapLimit(subdirs, SUBDIR_CONCURRENCY, async (w) => results.set(w, await this.entry(abs, rel, w.st, w.old))),
+      mapLimit(subdirs, SUBDIR_CONCURRENCY, async (w) => results.set(w, await this.entry(abs, rel, w.st, w.old, undefined, w.subtree))),
     ]);
     return work.map((w) => results.get(w));
   }
@@ -334,6 +424,7 @@ class SourceWalker {
     st: ScannedEntry,
     old: TreeEntry | undefined,
     pre?: BatchResult,
+    walked?: BlobId | Error,
   ): Promise<TreeEntry | undefined> {
     // The common case first, before any allocation: an unchanged file keeps its entry.
     if (old && st.errno === 0 && (st.mode & S_IFMT) === 0o100000 && unchangedFile(old, st) && this.chunksIndexed(old)) {
@@ -374,7 +465,7 @@ class SourceWalker {
     try {
       switch (kind) {
         case EntryKind.Directory:
-          return await this.directoryEntry(abs, rel, base, old);
+          return await this.directoryEntry(abs, rel, base, old, walked);
         case EntryKind.File:
           if (pre instanceof Error) throw pre;
           return await this.fileEntry(abs, rel, base, old, pre);
@@ -399,11 +490,14 @@ class SourceWalker {
     }
   }
 
-  private async directoryEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined): Promise<TreeEntry | undefined> {
+  private async directoryEntry(abs: Buffer, rel: string, base: TreeEntry, old: TreeEntry | undefined, walked?: BlobId | Error): Promise<TreeEntry | undefined> {
     this.stats.directories++;
     if (this.opts.oneFileSystem && base.device !== this.rootDevice) {
       // A mount point: recorded as an empty directory, like tar --one-file-system.
       base.subtree = await writeTree(this.writer, []);
+    } else if (walked) {
+      if (walked instanceof Error) throw walked;
+      base.subtree = walked;
     } else {
       const parentTree = old?.kind === EntryKind.Directory ? old.subtree : undefined;
       base.subtree = await this.directory(abs, rel, parentTree);

@@ -13,6 +13,11 @@ export interface SnapshotStats {
   filesChanged: number;
   filesUnchanged: number;
   filesOpened: number;
+  /**
+   * Directories that listed exactly as when their previous tree was made, which was reused
+   * without reading it (lib/backup/listing-cache.ts). Absent from older records.
+   */
+  directoriesUnchanged?: number;
   /** Files that could not be read; the snapshot is partial when this is not zero. */
   filesFailed: number;
   bytesTotal: number;

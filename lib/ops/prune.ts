@@ -125,6 +125,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
       result.bytes.after = plan.bytesBefore - freed + result.bytes.copied;
     } else {
       await sweep(repo, toDelete, toRepack, plan.unreferenced, result, opts.onProgress);
+      try {
+        repo.index.forgetListings((tree) => live.has(idToHex(tree)));
+      } catch (err) {
+        warnings.push(`the directory listings kept for backups of trees now deleted could not be forgotten: ${(err as Error).message}`);
+      }
       result.bytes.after = 0;
       for (const p of repo.index.allPacks()) result.bytes.after += p.size;
     }

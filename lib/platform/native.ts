@@ -33,6 +33,7 @@ export interface ScannedEntry {
   blocks: number;
   rdev: number;
   dev: number;
+  /** 0 from scanDir, which leaves atime out (see native/src/scandir.c) */
   atimeNs: bigint;
   mtimeNs: bigint;
   ctimeNs: bigint;
@@ -154,7 +155,7 @@ export function utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: num
 
 /** Reads a directory and lstats every entry (except . and ..) on the libuv
  * threadpool; resolves to packed records, see decodeScan. Entries come sorted
- * by name in Buffer.compare's order. */
+ * by name in Buffer.compare's order; their atime is left 0. */
 export async function scanDir(path: PathLike): Promise<Buffer> {
   // async so argument errors reject like the I/O errors do
   return native().scanDir(toBuf(path));

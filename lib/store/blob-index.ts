@@ -82,8 +82,12 @@ export class LocationList {
   }
 }
 
+/** Tables of writers' shortcuts, beside the blobs and packs: facts that let a writer skip
+ * work, never needed to read a snapshot, and dropped with the index on a rebuild. */
+type ShortcutTable = 'verified' | 'listings';
+
 export class BlobIndex {
-  private verified: Database<Buffer, Buffer> | undefined;
+  private readonly shortcuts = new Map<ShortcutTable, Database<Buffer, Buffer>>();
 
   private constructor(
     private readonly dir: string,
@@ -152,38 +156,78 @@ export class BlobIndex {
    * Writers only; the table is created on first use (older indexes lack it).
    */
   verifiedSnapshot(source: string): string | undefined {
-    let v: Buffer | undefined;
-    try {
-      v = this.verifiedTable().getBinary(Buffer.from(source, 'utf8'));
-    } catch (err) {
-      throw damaged('index', err);
-    }
+    const v = this.shortcut('verified', Buffer.from(source, 'utf8'));
     return v ? v.toString('utf8') : undefined;
   }
 
   async setVerifiedSnapshot(source: string, snapshotId: string): Promise<void> {
-    const table = this.verifiedTable();
-    // Synchronous: it is written after the snapshot committed, where a failure (a full
-    // disk) must only cost the shortcut. An asynchronous put's own commit promise would
-    // reject on its own, unhandled, and fail the backup that had succeeded.
+    this.saveShortcuts('verified', [[Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8')]], 'recording a verified snapshot');
+  }
+
+  /** What lib/backup/listing-cache.ts keeps for the tree `tree`, if anything. Writers only. */
+  listing(tree: BlobId): Buffer | undefined {
+    return this.shortcut('listings', tree);
+  }
+
+  saveListings(entries: ReadonlyArray<readonly [BlobId, Buffer]>): void {
+    this.saveShortcuts('listings', entries, 'recording directory listings');
+  }
+
+  /** Forgets the listings of the trees `keep` refuses (prune: the table only grows otherwise); returns how many. */
+  forgetListings(keep: (tree: BlobId) => boolean): number {
+    const table = this.shortcutTable('listings');
+    let gone: Buffer[];
     try {
-      this.env.transactionSync(() => table.putSync(Buffer.from(source, 'utf8'), Buffer.from(snapshotId, 'utf8')));
+      gone = [...table.getKeys()].filter((k) => !keep(k));
     } catch (err) {
-      throw damaged('index recording a verified snapshot', shortWriteIsFullDisk(err, this.dir));
+      throw damaged('index', err);
+    }
+    try {
+      this.env.transactionSync(() => {
+        for (const k of gone) table.removeSync(k);
+      });
+    } catch (err) {
+      throw damaged('index forgetting directory listings', shortWriteIsFullDisk(err, this.dir));
+    }
+    return gone.length;
+  }
+
+  private shortcut(name: ShortcutTable, key: Buffer): Buffer | undefined {
+    try {
+      return this.shortcutTable(name).getBinary(key);
+    } catch (err) {
+      throw damaged('index', err);
     }
   }
 
-  private verifiedTable(): Database<Buffer, Buffer> {
-    if (this.readOnly) throw new Error('BlobIndex: verified snapshots are for writers');
-    if (!this.verified) {
+  private saveShortcuts(name: ShortcutTable, entries: ReadonlyArray<readonly [Buffer, Buffer]>, what: string): void {
+    const table = this.shortcutTable(name);
+    // Synchronous: shortcuts are written where a failure (a full disk) must only cost the
+    // shortcut, such as after the snapshot committed. An asynchronous put's own commit
+    // promise would reject on its own, unhandled, and fail the backup that had succeeded.
+    try {
+      this.env.transactionSync(() => {
+        for (const [k, v] of entries) table.putSync(k, v);
+      });
+    } catch (err) {
+      throw damaged(`index ${what}`, shortWriteIsFullDisk(err, this.dir));
+    }
+  }
+
+  /** Created on first use (older indexes lack them). */
+  private shortcutTable(name: ShortcutTable): Database<Buffer, Buffer> {
+    if (this.readOnly) throw new Error(`BlobIndex: the ${name} table is for writers`);
+    let table = this.shortcuts.get(name);
+    if (!table) {
       try {
-        this.verified = this.env.openDB<Buffer, Buffer>({ name: 'verified', keyEncoding: 'binary', encoding: 'binary', compression: false });
+        table = this.env.openDB<Buffer, Buffer>({ name, keyEncoding: 'binary', encoding: 'binary', compression: false });
       } catch (err) {
         throw damaged('index', err);
       }
-      if (!this.verified) throw damaged('index', new Error('the verified table cannot be opened'));
+      if (!table) throw damaged('index', new Error(`the ${name} table cannot be opened`));
+      this.shortcuts.set(name, table);
     }
-    return this.verified;
+    return table;
   }
 
   /** Records a sealed pack and all its blobs in one transaction. */

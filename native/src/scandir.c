@@ -42,6 +42,9 @@ static void put_record(uint8_t *p, const char *name, size_t nlen,
   memcpy(p + 2, name, nlen);
   p += 2 + nlen;
   sn_put_stat(p, st);
+  /* No atime: nothing the writer stores depends on it, and a listing must read the same
+   * after its files were merely read (its fingerprint: lib/backup/listing-cache.ts). */
+  memset(p + 56, 0, 12);
   sn_put32(p + 92, (uint32_t)(int32_t)serr);
 }
 
