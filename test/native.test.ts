@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
   cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, projectRoot, setMmapThreshold, zstdDecompress,
-  scanDir, setXattr, utimensNoFollow, type NativeError,
+  scanDir, scanDirs, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
 const { S_IFIFO, S_IFSOCK, S_IFCHR, S_IFMT } = fs.constants;
@@ -527,6 +527,27 @@ t.test('scanDir errors', async (tt) => {
   tt.match(e, { code: 'ENOENT', path: `${work}/\ufffdA` }, 'non-UTF-8 path in error');
   await tt.rejects(scanDir(42 as unknown as string), TypeError, 'bad argument rejects');
   await tt.rejects(scanDir(''), TypeError, 'empty path rejects');
+});
+
+t.test('scanDirs: each listing as scanDir gives it, in order, errors in place', async (tt) => {
+  const base = join(work, 'scan-many');
+  const dirs = ['a', 'b', 'empty', 'c'].map((n) => join(base, n));
+  for (const d of dirs) fs.mkdirSync(d, { recursive: true });
+  for (let i = 0; i < 50; i++) fs.writeFileSync(join(dirs[i % 2]!, `f${i}`), String(i));
+  fs.mkdirSync(join(dirs[3]!, 'sub'));
+  const missing = join(base, 'missing');
+  const file = join(dirs[0]!, 'f0');
+  const got = await scanDirs([dirs[0]!, missing, dirs[1]!, dirs[2]!, file, Buffer.from(dirs[3]!)]);
+  tt.equal(got.length, 6);
+  for (const [i, d] of [[0, dirs[0]!], [2, dirs[1]!], [3, dirs[2]!], [5, dirs[3]!]] as const) {
+    tt.same(got[i], await scanDir(d), `${d}: as scanDir lists it`);
+  }
+  tt.equal(decodeScan(got[0] as Buffer).length, 25);
+  tt.same(decodeScan(got[3] as Buffer), [], 'empty directory');
+  tt.match(got[1], { code: 'ENOENT', syscall: 'scandir', path: missing }, 'a missing directory: its error, in place');
+  tt.match(got[4], { code: 'ENOTDIR', path: file });
+  tt.same(await scanDirs([]), [], 'nothing to list');
+  await tt.rejects(scanDirs(['ok', 42 as unknown as string]), TypeError, 'bad argument rejects');
 });
 
 t.test('setMmapThreshold: glibc takes it; out-of-range values are refused', async (t) => {

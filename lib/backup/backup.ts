@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { listXattrs, scanDir, setMmapThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
+import { listXattrs, scanDir, scanDirs, setMmapThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -59,6 +59,8 @@ const KIND_BY_FORMAT = new Map<number, EntryKind>([
 
 const FILE_CONCURRENCY = 16;
 const SUBDIR_CONCURRENCY = 4;
+/** Subdirectories listed by one threadpool job ahead of their walk (see listedAsBefore). */
+const LISTED_TOGETHER = 16;
 /** Scanned names handled together (in parallel) before their entries go into the tree. */
 const WINDOW_ENTRIES = 4096;
 
@@ -220,25 +222,28 @@ class SourceWalker {
     }
   }
 
-  /** Stores one directory and returns its tree id. */
-  async directory(dirPath: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
+  /**
+   * Stores one directory and returns its tree id. `listed`: its listing, made already (an
+   * error there is met again by listing it here).
+   */
+  async directory(dirPath: Buffer, rel: string, parentTree: BlobId | undefined, listed?: Buffer | Error): Promise<BlobId> {
     // Deep trees: below PATH_MAX whatever the depth (see lib/util/long-path.ts).
     const base = await directoryBase(dirPath);
     try {
-      return await this.directoryAt(base.path, rel, parentTree);
+      return await this.directoryAt(base.path, rel, parentTree, listed instanceof Buffer ? listed : undefined);
     } finally {
       await base.close();
     }
   }
 
-  private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined): Promise<BlobId> {
+  private async directoryAt(abs: Buffer, rel: string, parentTree: BlobId | undefined, listedAlready: Buffer | undefined): Promise<BlobId> {
     const known = parentTree && this.listings.lookup(parentTree);
     // Unless the previous tree may not be needed, its first page is read while the
     // directory is scanned.
     const readPrevious = (): ParentEntries => new ParentEntries(this.trees, parentTree, (err) =>
       this.warn(rel || '.', err, 'the previous snapshot of this directory cannot be read (damaged repository); reading it all again'));
     const early = known ? undefined : readPrevious();
-    const listing = await this.scans.run(() => scanDir(abs)); // sorted by name
+    const listing = listedAlready ?? (await this.scans.run(() => scanDir(abs))); // sorted by name
     let fingerprint: Buffer | undefined;
     let walked: Map<string, BlobId | Error> | undefined;
     if (known && known.fingerprint.equals((fingerprint = this.listings.fingerprint(listing)))) {
@@ -355,15 +360,33 @@ class SourceWalker {
       }
     }
     if (subdirs.length !== subtrees.length) return new Map(); // not as remembered after all: made again
-    const results = await mapLimit(subdirs, SUBDIR_CONCURRENCY, async ({ name, mountPoint }, i): Promise<BlobId | Error> => {
-      if (mountPoint) return subtrees[i]!; // recorded empty, as before
-      const text = name.toString('utf8');
-      try {
-        return await this.directory(childPath(abs, name), rel ? `${rel}/${text}` : text, subtrees[i]);
-      } catch (err) {
-        return err instanceof Error ? err : new Error(String(err));
-      }
-    });
+    // Listed a group at a time, the next group while this one is walked: a thread wake-up
+    // per directory was most of the time such a walk took.
+    const listGroup = (from: number): Promise<Array<Buffer | Error>> => {
+      const group = this.scans.run(() => scanDirs(subdirs.slice(from, from + LISTED_TOGETHER).map((d) => childPath(abs, d.name))));
+      group.catch(() => undefined); // awaited below
+      return group;
+    };
+    const results: Array<BlobId | Error> = [];
+    let next = subdirs.length > 0 ? listGroup(0) : undefined;
+    for (let from = 0; from < subdirs.length; from += LISTED_TOGETHER) {
+      const listings = await next!;
+      next = from + LISTED_TOGETHER < subdirs.length ? listGroup(from + LISTED_TOGETHER) : undefined;
+      const group = subdirs.slice(from, from + LISTED_TOGETHER);
+      await mapLimit(group, SUBDIR_CONCURRENCY, async ({ name, mountPoint }, k): Promise<void> => {
+        const i = from + k;
+        if (mountPoint) {
+          results[i] = subtrees[i]!; // recorded empty, as before
+          return;
+        }
+        const text = name.toString('utf8');
+        try {
+          results[i] = await this.directory(childPath(abs, name), rel ? `${rel}/${text}` : text, subtrees[i], listings[k]);
+        } catch (err) {
+          results[i] = err instanceof Error ? err : new Error(String(err));
+        }
+      });
+    }
     if (results.every((r, i) => !(r instanceof Error) && r.equals(subtrees[i]!))) {
       this.stats.files += files;
       this.stats.filesUnchanged += files;

@@ -53,6 +53,7 @@ interface Binding {
   utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: number,
     mtimeSec: number, mtimeNsec: number): void;
   scanDir(path: PathLike): Promise<Buffer>;
+  scanDirs(paths: Buffer[]): Promise<Array<Buffer | Error>>;
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
@@ -159,6 +160,12 @@ export function utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: num
 export async function scanDir(path: PathLike): Promise<Buffer> {
   // async so argument errors reject like the I/O errors do
   return native().scanDir(toBuf(path));
+}
+
+/** scanDir of each path, all in one threadpool job (one thread wake-up and one completion
+ * for a directory's children): each a listing, or the error scanDir would reject with. */
+export async function scanDirs(paths: PathLike[]): Promise<Array<Buffer | Error>> {
+  return native().scanDirs(paths.map(toBuf));
 }
 
 /** Size of a scanDir record without its name bytes. */

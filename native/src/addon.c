@@ -13,6 +13,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("mknod", sn_mknod),
       FN("utimensNoFollow", sn_utimens_nofollow),
       FN("scanDir", sn_scan_dir),
+      FN("scanDirs", sn_scan_dirs),
       FN("readSmallFiles", sn_read_small_files),
       FN("setMmapThreshold", sn_set_mmap_threshold),
       FN("preadCached", sn_pread_cached),

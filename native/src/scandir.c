@@ -16,16 +16,25 @@
 /* Per record: u16 nameLen, name, then this many bytes of fixed fields. */
 #define FIXED_LEN (SN_STAT_BYTES + 4)
 
+/* One directory's listing. */
 typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
   char *path;
   uint8_t *buf;
   size_t len, cap;
   int err;
+} scan_result;
+
+/* Listings made by one threadpool job: one directory (scanDir), or several (scanDirs), so
+ * that the walker pays one thread wake-up and one completion for a directory's children. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  size_t n;
+  bool many;
+  scan_result r[];
 } scan_job;
 
-static bool reserve(scan_job *j, size_t need) {
+static bool reserve(scan_result *j, size_t need) {
   if (j->cap - j->len >= need) return true;
   size_t cap = j->cap ? j->cap : 64 * 1024;
   while (cap - j->len < need) cap *= 2;
@@ -48,12 +57,9 @@ static void put_record(uint8_t *p, const char *name, size_t nlen,
   sn_put32(p + 92, (uint32_t)(int32_t)serr);
 }
 
-static bool sort_records(scan_job *j);
+static bool sort_records(scan_result *j);
 
-/* Threadpool side: no napi calls allowed here. */
-static void scan_execute(napi_env env, void *data) {
-  (void)env;
-  scan_job *j = data;
+static void scan_one(scan_result *j) {
   int fd = open(j->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     j->err = errno;
@@ -93,6 +99,13 @@ static void scan_execute(napi_env env, void *data) {
   if (!j->err && !sort_records(j)) j->err = ENOMEM;
 }
 
+/* Threadpool side: no napi calls allowed here. */
+static void scan_execute(napi_env env, void *data) {
+  (void)env;
+  scan_job *j = data;
+  for (size_t i = 0; i < j->n; i++) scan_one(&j->r[i]);
+}
+
 static int compare_records(const void *a, const void *b, void *base) {
   const uint8_t *ra = (const uint8_t *)base + *(const size_t *)a;
   const uint8_t *rb = (const uint8_t *)base + *(const size_t *)b;
@@ -103,7 +116,7 @@ static int compare_records(const void *a, const void *b, void *base) {
 }
 
 /* Reorders the packed records by name: sorts their offsets, then copies. */
-static bool sort_records(scan_job *j) {
+static bool sort_records(scan_result *j) {
   size_t n = 0;
   for (size_t p = 0; p < j->len; p += 2 + sn_get16(j->buf + p) + FIXED_LEN) n++;
   if (n < 2) return true;
@@ -131,8 +144,10 @@ static bool sort_records(scan_job *j) {
 }
 
 static void free_job(scan_job *j) {
-  free(j->path);
-  free(j->buf);
+  for (size_t i = 0; i < j->n; i++) {
+    free(j->r[i].path);
+    free(j->r[i].buf);
+  }
   free(j);
 }
 
@@ -142,32 +157,49 @@ static void finalize_buf(napi_env env, void *data, void *hint) {
   free(data);
 }
 
+/* The listing as a Buffer (ownership moves to it), or the error that ended it; NULL if
+ * neither could be made. */
+static napi_value result_value(napi_env env, scan_result *r, bool *ok) {
+  napi_value v = NULL;
+  *ok = false;
+  if (r->err) return sn_errno_error(env, r->err, "scandir", r->path);
+  if (r->len > 0 && napi_create_external_buffer(env, r->len, r->buf, finalize_buf, NULL, &v) == napi_ok) {
+    r->buf = NULL; /* now owned by the Buffer */
+    *ok = true;
+    return v;
+  }
+  /* Empty result, or a runtime that forbids external buffers: copy. */
+  void *ignored;
+  *ok = napi_create_buffer_copy(env, r->len, r->buf, &ignored, &v) == napi_ok;
+  return *ok ? v : NULL;
+}
+
+static napi_value failure(napi_env env, const char *text) {
+  napi_value msg, err = NULL;
+  if (napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg) == napi_ok)
+    napi_create_error(env, NULL, msg, &err);
+  return err;
+}
+
 static void scan_complete(napi_env env, napi_status status, void *data) {
   scan_job *j = data;
   napi_value result = NULL;
   bool ok = false;
   if (status != napi_ok) {
-    napi_value msg;
-    if (napi_create_string_utf8(env, "scandir: job cancelled", NAPI_AUTO_LENGTH,
-                                &msg) == napi_ok)
-      napi_create_error(env, NULL, msg, &result);
-  } else if (j->err) {
-    result = sn_errno_error(env, j->err, "scandir", j->path);
-  } else if (j->len > 0 &&
-             napi_create_external_buffer(env, j->len, j->buf, finalize_buf, NULL,
-                                         &result) == napi_ok) {
-    j->buf = NULL; /* now owned by the Buffer */
+    result = failure(env, "scandir: job cancelled");
+  } else if (!j->many) {
+    result = result_value(env, &j->r[0], &ok);
+  } else if (napi_create_array_with_length(env, j->n, &result) == napi_ok) {
     ok = true;
-  } else {
-    /* Empty result, or a runtime that forbids external buffers: copy. */
-    void *ignored;
-    ok = napi_create_buffer_copy(env, j->len, j->buf, &ignored, &result) == napi_ok;
+    for (size_t i = 0; i < j->n && ok; i++) {
+      bool one;
+      napi_value v = result_value(env, &j->r[i], &one);
+      ok = v && napi_set_element(env, result, (uint32_t)i, v) == napi_ok;
+    }
+    if (!ok) result = NULL;
   }
   if (!result) {
-    napi_value msg;
-    napi_create_string_utf8(env, "scandir: failed to build result",
-                            NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &result);
+    result = failure(env, "scandir: failed to build result");
     ok = false;
   }
   if (ok)
@@ -178,18 +210,8 @@ static void scan_complete(napi_env env, napi_status status, void *data) {
   free_job(j);
 }
 
-napi_value sn_scan_dir(napi_env env, napi_callback_info info) {
-  napi_value argv[1], promise, name;
-  scan_job *j = calloc(1, sizeof *j);
-  if (!j) {
-    napi_throw_error(env, NULL, "scanDir: out of memory");
-    return NULL;
-  }
-  if (!sn_get_args(env, info, 1, argv, "scanDir") ||
-      !sn_get_cstr(env, argv[0], "scanDir: path", &j->path)) {
-    free_job(j);
-    return NULL;
-  }
+static napi_value queue_job(napi_env env, scan_job *j) {
+  napi_value promise, name;
   if (napi_create_string_utf8(env, "snapfs.scanDir", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, scan_execute, scan_complete, j,
                              &j->work) != napi_ok) {
@@ -205,4 +227,54 @@ napi_value sn_scan_dir(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return promise;
+}
+
+static scan_job *new_job(napi_env env, size_t n, bool many) {
+  scan_job *j = calloc(1, sizeof *j + n * sizeof(scan_result));
+  if (!j) napi_throw_error(env, NULL, "scanDir: out of memory");
+  else {
+    j->n = n;
+    j->many = many;
+  }
+  return j;
+}
+
+napi_value sn_scan_dir(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!sn_get_args(env, info, 1, argv, "scanDir")) return NULL;
+  scan_job *j = new_job(env, 1, false);
+  if (!j) return NULL;
+  if (!sn_get_cstr(env, argv[0], "scanDir: path", &j->r[0].path)) {
+    free_job(j);
+    return NULL;
+  }
+  return queue_job(env, j);
+}
+
+/* scanDirs(paths): every listing in one job; resolves to an array of Buffer or Error. */
+napi_value sn_scan_dirs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t n;
+  bool is_array;
+  if (!sn_get_args(env, info, 1, argv, "scanDirs")) return NULL;
+  if (napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "scanDirs: paths must be an array");
+    return NULL;
+  }
+  scan_job *j = new_job(env, n, true);
+  if (!j) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    if (napi_get_element(env, argv[0], i, &v) != napi_ok) {
+      free_job(j);
+      sn_throw_last(env);
+      return NULL;
+    }
+    if (!sn_get_cstr(env, v, "scanDirs: path", &j->r[i].path)) {
+      free_job(j);
+      return NULL;
+    }
+  }
+  return queue_job(env, j);
 }
