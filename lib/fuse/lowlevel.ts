@@ -131,26 +131,38 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   let readAheadAt = -Infinity;
   let lastReadDir: bigint | undefined;
   const offered = new Set<bigint>();
-  const readFilesAfter = (id: bigint): void => {
-    const offer = opts.offerStoredContent;
-    const dir = vfs.directoryOf(id);
-    const inOrder = dir !== undefined && dir === lastReadDir;
-    const walking = dir !== undefined && performance.now() - readAheadAt < WALK_AHEAD_MS;
-    lastReadDir = dir;
-    if (!offer || !reuse || readingAhead || !(inOrder || walking)) return;
+  /** One pass at a time: the binding assembles what a pass hands it, FETCH_BUDGET at a time. */
+  const readAhead = (pass: (skip: (id: bigint) => boolean, use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean) => Promise<void>): void => {
+    const offer = opts.offerStoredContent!;
     readingAhead = true;
     readAheadAt = performance.now();
-    vfs
-      .readFilesAfter(id, FILES_AHEAD, (file) => offered.has(file), (file, size, chunks) => {
-        if (offered.size >= OFFERED_MAX) offered.clear();
-        offered.add(file);
-        return offer(file, size, chunks);
-      })
+    pass((file) => offered.has(file), (file, size, chunks) => {
+      if (offered.size >= OFFERED_MAX) offered.clear();
+      offered.add(file);
+      return offer(file, size, chunks);
+    })
       .catch(() => undefined) // a damaged file fails when the reader itself reads it
       .finally(() => {
         readingAhead = false;
         readAheadAt = performance.now();
       });
+  };
+  const walking = (): boolean => performance.now() - readAheadAt < WALK_AHEAD_MS;
+  const readFilesAfter = (id: bigint): void => {
+    const dir = vfs.directoryOf(id);
+    const inOrder = dir !== undefined && dir === lastReadDir;
+    lastReadDir = dir;
+    if (!opts.offerStoredContent || !reuse || readingAhead || !(inOrder || (dir !== undefined && walking()))) return;
+    readAhead((skip, use) => vfs.readFilesAfter(id, FILES_AHEAD, skip, use));
+  };
+  /**
+   * A directory listed with its nodes while such a walk goes on: its files are read ahead
+   * from the first one, which the walk would otherwise read through JS (the kernel knows
+   * the nodes from the listing, so they can be pushed).
+   */
+  const readFilesIn = (dir: bigint): void => {
+    if (!opts.offerStoredContent || !reuse || readingAhead || !walking()) return;
+    readAhead((skip, use) => vfs.readFilesIn(dir, FILES_AHEAD, skip, use));
   };
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
@@ -249,6 +261,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
             node: e.node && { ino: e.node.id, attr: toFuseAttr(e.node.attr), timeout: CONTENT_TIMEOUT_S, noXattrs: e.node.noXattrs },
           })),
         );
+        if (nodes && plus && offset === 0) readFilesIn(ino);
       }),
 
     statfs: (req) =>

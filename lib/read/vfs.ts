@@ -98,6 +98,15 @@ export interface VfsDirPage {
   next: number | undefined;
 }
 
+/** Bounds of one pass of reading ahead across files (Vfs.readFilesAfter). */
+export interface FilesAheadLimits {
+  /** Files handed over, bytes handed over, largest file, directory entries looked at. */
+  files: number;
+  bytes: number;
+  fileBytes: number;
+  entries: number;
+}
+
 export interface VfsStatfs {
   /** Bytes the repository's packs occupy. */
   bytes: number;
@@ -848,7 +857,7 @@ export class Vfs {
    */
   async readFilesAfter(
     id: bigint,
-    limits: { files: number; bytes: number; fileBytes: number; entries: number },
+    limits: FilesAheadLimits,
     skip: (id: bigint) => boolean,
     use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
   ): Promise<void> {
@@ -859,13 +868,43 @@ export class Vfs {
     const parentPath = slash < 0 ? EMPTY : n.path.subarray(0, slash);
     const dirId = await this.dirTreeAt(n.snap, parentPath);
     if (!dirId) return;
+    const start = await this.trees.positionAfter(dirId, n.path.subarray(slash + 1));
+    await this.readFilesFrom(n.snap, parentPath, dirId, start, limits, skip, use);
+  }
+
+  /** Like readFilesAfter, from the first file of directory `dirId` (a snapshot's or one in it). */
+  async readFilesIn(
+    dirId: bigint,
+    limits: FilesAheadLimits,
+    skip: (id: bigint) => boolean,
+    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
+  ): Promise<void> {
+    const n = this.cachedNode(dirId);
+    if (n?.type === 'snapshot') {
+      this.snapshotLive(n.snap);
+      await this.readFilesFrom(n.snap, EMPTY, idFromHex(n.snap.root), 0, limits, skip, use);
+    } else if (n?.type === 'entry' && n.entry.kind === EntryKind.Directory && n.entry.subtree) {
+      this.snapshotLive(n.snap);
+      await this.readFilesFrom(n.snap, n.path, n.entry.subtree, 0, limits, skip, use);
+    }
+  }
+
+  private async readFilesFrom(
+    snap: SnapshotRecord,
+    parentPath: Buffer,
+    dirId: BlobId,
+    start: number,
+    limits: FilesAheadLimits,
+    skip: (id: bigint) => boolean,
+    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
+  ): Promise<void> {
     let files = 0;
     let bytes = 0;
     let seen = 0;
-    for await (const e of this.trees.entries(dirId, await this.trees.positionAfter(dirId, n.path.subarray(slash + 1)))) {
+    for await (const e of this.trees.entries(dirId, start)) {
       if (++seen > limits.entries || files >= limits.files || bytes >= limits.bytes) break;
       if (e.kind !== EntryKind.File || e.size === 0 || e.size > limits.fileBytes) continue;
-      const fileId = nodeIdOf(['entry', n.snap.id, [parentPath, e.name]]);
+      const fileId = nodeIdOf(['entry', snap.id, [parentPath, e.name]]);
       if (skip(fileId)) continue;
       const size = e.size;
       let chunks: StoredChunk[];
