@@ -290,6 +290,8 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   // Files offerStoredContent named that the binding assembled and verified, and dropped.
   68: 'files assembled',
   69: 'files failed to assemble',
+  // READs of a file offered but not assembled yet, held until it was (or was dropped).
+  70: 'READ that waited for the read-ahead',
 };
 
 interface Binding {

@@ -17,11 +17,17 @@
 
 #define MAX_THREADS 8
 
+typedef struct ff_parked {
+  struct ff_parked *next;
+  void *item;
+} ff_parked;
+
 typedef struct ff_job {
   struct ff_job *next;
   uint64_t node, size, generation;
   size_t count;
-  ff_chunk *chunks; /* fds are the job's own duplicates */
+  ff_chunk *chunks;   /* fds are the job's own duplicates */
+  ff_parked *parked;  /* requests waiting for it (ff_park) */
 } ff_job;
 
 struct ff_fetcher {
@@ -35,10 +41,23 @@ struct ff_fetcher {
   uint8_t secret[256]; /* snapfs's are 192 bytes (lib/format/blob-id.ts) */
   size_t secret_len;
   ff_deliver deliver;
+  ff_unpark unpark;
   void *ctx;
   unsigned threads;
   pthread_t thread[MAX_THREADS];
+  ff_job *assembling[MAX_THREADS]; /* each thread's job, for ff_park */
+  unsigned delay_ms; /* SNAPFS_FUSE_FETCH_DELAY_MS: tests hold each file this long */
 };
+
+/* Hands each parked request back (not under the lock). */
+static void unpark_all(ff_fetcher *f, uint64_t node, bool delivered, ff_parked *p) {
+  while (p) {
+    ff_parked *next = p->next;
+    f->unpark(f->ctx, node, delivered, p->item);
+    free(p);
+    p = next;
+  }
+}
 
 static void job_free(ff_job *j) {
   for (size_t i = 0; i < j->count; i++)
@@ -98,8 +117,15 @@ fail:
   return NULL;
 }
 
+typedef struct {
+  ff_fetcher *f;
+  unsigned slot;
+} ff_thread_arg;
+
 static void *run(void *arg) {
-  ff_fetcher *f = arg;
+  ff_fetcher *f = ((ff_thread_arg *)arg)->f;
+  unsigned slot = ((ff_thread_arg *)arg)->slot;
+  free(arg);
   ZSTD_DCtx *dctx = ZSTD_createDCtx();
   uint8_t *buf = NULL;
   size_t cap = 0;
@@ -110,17 +136,28 @@ static void *run(void *arg) {
     ff_job *j = f->head;
     f->head = j->next;
     if (!f->head) f->tail = NULL;
+    f->assembling[slot] = j;
     pthread_mutex_unlock(&f->lock);
+    if (f->delay_ms) usleep(f->delay_ms * 1000u);
     fcc_blob *content = dctx ? assemble(f, j, dctx, &buf, &cap) : NULL;
     pthread_mutex_lock(&f->lock);
+    f->assembling[slot] = NULL;
     /* Delivered under the lock: ff_clear and ff_stop then know that nothing
      * from before them is delivered after they return. */
-    if (content && j->generation == f->generation && !f->stopping) f->deliver(f->ctx, j->node, content);
+    bool delivered = content && j->generation == f->generation && !f->stopping;
+    if (delivered) f->deliver(f->ctx, j->node, content);
     if (content)
       f->delivered++;
     else
       f->failed++;
     f->held -= (size_t)j->size;
+    ff_parked *parked = j->parked;
+    j->parked = NULL;
+    if (parked) {
+      pthread_mutex_unlock(&f->lock);
+      unpark_all(f, j->node, delivered, parked);
+      pthread_mutex_lock(&f->lock);
+    }
     fcc_blob_unref(content);
     job_free(j);
   }
@@ -130,18 +167,65 @@ static void *run(void *arg) {
   return NULL;
 }
 
-static void drop_queue(ff_fetcher *f) {
-  while (f->head) {
-    ff_job *j = f->head;
-    f->head = j->next;
-    f->held -= (size_t)j->size;
-    job_free(j);
+/* Takes every queued job off the queue (under the lock); their requests and
+ * those waiting for jobs being assembled (which will not be delivered now) are
+ * handed back by unpark_dropped, after the lock is released. */
+static ff_job *drop_queue(ff_fetcher *f) {
+  ff_job *dropped = f->head;
+  for (ff_job *j = dropped; j; j = j->next) f->held -= (size_t)j->size;
+  f->head = f->tail = NULL;
+  for (unsigned i = 0; i < f->threads; i++) {
+    ff_job *a = f->assembling[i];
+    if (a && a->parked) { /* moved to a job of its own, so that the list below has them */
+      ff_job *holder = calloc(1, sizeof *holder);
+      if (!holder) continue; /* left to the thread, which hands them back undelivered */
+      holder->node = a->node;
+      holder->parked = a->parked;
+      a->parked = NULL;
+      holder->next = dropped;
+      dropped = holder;
+    }
   }
-  f->tail = NULL;
+  return dropped;
+}
+
+static void unpark_dropped(ff_fetcher *f, ff_job *dropped) {
+  while (dropped) {
+    ff_job *next = dropped->next;
+    unpark_all(f, dropped->node, false, dropped->parked);
+    dropped->parked = NULL;
+    job_free(dropped);
+    dropped = next;
+  }
+}
+
+bool ff_park(ff_fetcher *f, uint64_t node, void *item) {
+  ff_parked *p = malloc(sizeof *p);
+  if (!p) return false;
+  p->item = item;
+  bool parked = false;
+  pthread_mutex_lock(&f->lock);
+  if (!f->stopping) {
+    ff_job *j = NULL;
+    /* One being assembled is waited for only if it will be delivered. */
+    for (unsigned i = 0; i < f->threads && !j; i++)
+      if (f->assembling[i] && f->assembling[i]->node == node && f->assembling[i]->generation == f->generation)
+        j = f->assembling[i];
+    for (ff_job *q = f->head; q && !j; q = q->next)
+      if (q->node == node) j = q;
+    if (j) {
+      p->next = j->parked;
+      j->parked = p;
+      parked = true;
+    }
+  }
+  pthread_mutex_unlock(&f->lock);
+  if (!parked) free(p);
+  return parked;
 }
 
 ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
-                     ff_deliver deliver, void *ctx) {
+                     ff_deliver deliver, ff_unpark unpark, void *ctx) {
   if (secret_len < XXH3_SECRET_SIZE_MIN || secret_len > 256 || threads == 0) return NULL;
   ff_fetcher *f = calloc(1, sizeof *f);
   if (!f) return NULL;
@@ -149,14 +233,25 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
   f->secret_len = secret_len;
   f->budget = budget_bytes;
   f->deliver = deliver;
+  f->unpark = unpark;
   f->ctx = ctx;
+  /* Tests only: reads then reliably come while a file is being assembled. */
+  const char *delay = getenv("SNAPFS_FUSE_FETCH_DELAY_MS");
+  if (delay) f->delay_ms = (unsigned)strtoul(delay, NULL, 10) % 10000u;
   pthread_mutex_init(&f->lock, NULL);
   pthread_cond_init(&f->wake, NULL);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old); /* the threads take no signals */
   for (unsigned i = 0; i < threads && i < MAX_THREADS; i++) {
-    if (pthread_create(&f->thread[f->threads], NULL, run, f) != 0) break;
+    ff_thread_arg *arg = malloc(sizeof *arg);
+    if (!arg) break;
+    arg->f = f;
+    arg->slot = f->threads;
+    if (pthread_create(&f->thread[f->threads], NULL, run, arg) != 0) {
+      free(arg);
+      break;
+    }
     f->threads++;
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -218,9 +313,10 @@ bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunk
 
 void ff_clear(ff_fetcher *f) {
   pthread_mutex_lock(&f->lock);
-  drop_queue(f);
+  ff_job *dropped = drop_queue(f);
   f->generation++;
   pthread_mutex_unlock(&f->lock);
+  unpark_dropped(f, dropped);
 }
 
 void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
@@ -233,9 +329,10 @@ void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
 void ff_stop(ff_fetcher *f) {
   pthread_mutex_lock(&f->lock);
   f->stopping = true;
-  drop_queue(f);
+  ff_job *dropped = drop_queue(f);
   pthread_cond_broadcast(&f->wake);
   pthread_mutex_unlock(&f->lock);
+  unpark_dropped(f, dropped);
   for (unsigned i = 0; i < f->threads; i++) pthread_join(f->thread[i], NULL);
   pthread_cond_destroy(&f->wake);
   pthread_mutex_destroy(&f->lock);

@@ -39,14 +39,27 @@ typedef struct ff_fetcher ff_fetcher;
  * callee takes if it keeps it). */
 typedef void (*ff_deliver)(void *ctx, uint64_t node, fcc_blob *content);
 
+/* Called on a fetcher thread (or in ff_clear and ff_stop), never under the
+ * fetcher's lock, with an item ff_park took for node `node`: after the node's
+ * content was delivered (`delivered`), or once it will not be (a chunk failed,
+ * the queue was cleared or stopped). The callee owns the item from then on. */
+typedef void (*ff_unpark)(void *ctx, uint64_t node, bool delivered, void *item);
+
 /* `secret`: the repository's hash secret (copied). NULL when out of memory
  * or no thread could start. */
 ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
-                     ff_deliver deliver, void *ctx);
+                     ff_deliver deliver, ff_unpark unpark, void *ctx);
 
 /* Queues node `node`'s content: `size` bytes, the chunks given (holes between
  * them read as zeros). False when over budget or out of descriptors/memory. */
 bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunks, size_t count);
+
+/* Holds `item` (a request for node `node`'s content) until the node's content
+ * is delivered or dropped, if it is queued or being assembled: true then, and
+ * `unpark` gets the item. False (item untouched) when the node is not there:
+ * a reader that came before the fetcher finished waits for it instead of
+ * reading the file a second time. */
+bool ff_park(ff_fetcher *f, uint64_t node, void *item);
 
 /* Drops what is queued, and what is being assembled is not delivered. */
 void ff_clear(ff_fetcher *f);

@@ -195,6 +195,8 @@ struct fl_session {
   bool plus_next;   /* loop thread: the READDIR libfuse decodes next was a READDIRPLUS */
   _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
   _Atomic uint64_t content_reads;            /* READs answered from s->content */
+  _Atomic uint64_t parked_reads;             /* READs that waited for the fetcher */
+  _Atomic bool reads_closed; /* the loop ended: reads the fetcher held get EIO, not JS */
   fc_cache *cache;
   fcc_store *content; /* files read ahead (fuse_content.h) */
   fp_pusher *pusher;  /* NULL: not pushing them (fuse_push.h) */
@@ -326,12 +328,9 @@ static void add_ref(fl_session *s, uint64_t id, uint64_t parent, const char *nam
 
 /* Links a request item into the pending list and hands it to JS. On any
  * failure the request is answered here. */
-static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
-  if (!it) {
-    lf.fuse_reply_err(req, ENOMEM);
-    return;
-  }
-  flush_refs(s);
+/* Hands JS a request item; any thread, once the lookups before it were
+ * flushed (flush_refs). */
+static void submit_item(fl_session *s, fl_item *it) {
   it->s = s;
   pthread_mutex_lock(&s->lock);
   it->prev = &s->pending;
@@ -340,10 +339,20 @@ static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
   s->pending.next = it;
   pthread_mutex_unlock(&s->lock);
   if (napi_call_threadsafe_function(s->tsfn, it, napi_tsfn_nonblocking) != napi_ok) {
+    fuse_req_t req = it->req;
     list_unlink(s, it);
     free(it);
     lf.fuse_reply_err(req, EIO);
   }
+}
+
+static void fl_submit(fl_session *s, fuse_req_t req, fl_item *it) {
+  if (!it) {
+    lf.fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  flush_refs(s);
+  submit_item(s, it);
 }
 
 static void fl_queue(fuse_req_t req, int op, uint64_t ino, uint64_t a, uint64_t b,
@@ -494,24 +503,57 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fl_queue(req, FL_OPEN, ino, (uint32_t)fi->flags, 0, 0, NULL);
 }
 
-/* Reads of a file read ahead (offerStoredContent) are answered here; only those
- * opened without JS, whose reads go by node id anyway. */
-static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi) {
-  fl_session *s = lf.fuse_req_userdata(req);
+/* Answers a read from the content store; false when the store lacks it. */
+static bool read_stored(fl_session *s, fuse_req_t req, uint64_t ino, size_t size, off_t off) {
   const char *bytes;
   size_t n;
   fcc_blob *content;
-  if (fi->fh == OPENED_BY_BINDING && off >= 0 &&
-      fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &content)) {
-    /* Not under the store's lock: the reply wakes the reader, which takes a
-     * while here, and JS fills the store meanwhile. */
-    lf.fuse_reply_buf(req, bytes, n);
-    fcc_blob_unref(content);
-    atomic_fetch_add_explicit(&s->content_reads, 1, memory_order_relaxed);
-    return;
+  if (off < 0 || !fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &content)) return false;
+  /* Not under the store's lock: the reply wakes the reader, which takes a
+   * while here, and JS fills the store meanwhile. */
+  lf.fuse_reply_buf(req, bytes, n);
+  fcc_blob_unref(content);
+  atomic_fetch_add_explicit(&s->content_reads, 1, memory_order_relaxed);
+  return true;
+}
+
+/* Reads of a file read ahead (offerStoredContent) are answered here; only those
+ * opened without JS, whose reads go by node id anyway. A read of a file the
+ * fetcher has yet to finish waits for it (ff_park, unpark_read) rather than
+ * going to JS, which would read the file a second time. */
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  fl_session *s = lf.fuse_req_userdata(req);
+  if (fi->fh == OPENED_BY_BINDING && read_stored(s, req, ino, size, off)) return;
+  fl_item *it = item_new(req, FL_READ, ino, 0);
+  if (it) {
+    it->a = size;
+    it->b = (uint64_t)off;
+    it->c = fi->fh;
+    if (fi->fh == OPENED_BY_BINDING && off >= 0 && s->fetcher) {
+      flush_refs(s); /* JS hears of the node before the read, whenever it gets it */
+      if (ff_park(s->fetcher, ino, it)) {
+        atomic_fetch_add_explicit(&s->parked_reads, 1, memory_order_relaxed);
+        return;
+      }
+    }
   }
-  fl_queue(req, FL_READ, ino, size, (uint64_t)off, fi->fh, NULL);
+  fl_submit(s, req, it);
+}
+
+/* A read ff_park held, on a fetcher thread: answered from the store once the
+ * file is there, else handed to JS (which reports a damaged file). */
+static void unpark_read(void *ctx, uint64_t node, bool delivered, void *item) {
+  fl_session *s = ctx;
+  fl_item *it = item;
+  if (delivered && read_stored(s, it->req, node, (size_t)it->a, (off_t)it->b)) {
+    free(it);
+  } else if (atomic_load(&s->reads_closed)) {
+    lf.fuse_reply_err(it->req, EIO); /* the kernel gave up on it already */
+    free(it);
+  } else {
+    submit_item(s, it);
+  }
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -791,6 +833,9 @@ static void *fl_loop(void *arg) {
   }
   free(buf);
   lf.fuse_session_exit(s->se);
+  /* No read is held for the fetcher past this point: JS's channel closes below. */
+  atomic_store(&s->reads_closed, true);
+  if (s->fetcher) ff_clear(s->fetcher);
   flush_refs(s);
   /* Queued after every request this thread queued: JS sees them first. */
   fl_item *close_item = s->close_item;
@@ -1611,7 +1656,7 @@ static napi_value fl_fetch_with(napi_env env, napi_callback_info info) {
   size_t len;
   if (!sn_get_bytes(env, argv[1], "secret", &secret, &len)) return NULL;
   if (s->torn_down || s->fetcher) return js_bool(env, !s->torn_down);
-  s->fetcher = ff_start(secret, len, FETCH_THREADS, FETCH_BUDGET_BYTES, deliver_fetched, s);
+  s->fetcher = ff_start(secret, len, FETCH_THREADS, FETCH_BUDGET_BYTES, deliver_fetched, unpark_read, s);
   return js_bool(env, s->fetcher != NULL);
 }
 
@@ -1668,14 +1713,14 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from files read
  * ahead, the files the store took, the files pushed into the page
- * cache, the pushes the kernel refused, and the files the fetcher assembled
- * and dropped (a chunk failed). */
+ * cache, the pushes the kernel refused, the files the fetcher assembled
+ * and dropped (a chunk failed), and the READs that waited for the fetcher. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 6, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 7, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1696,6 +1741,8 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 4, v));
   SN_CALL(env, napi_create_double(env, (double)fetch_failed, &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 5, v));
+  SN_CALL(env, napi_create_double(env, (double)atomic_load(&s->parked_reads), &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 6, v));
   return arr;
 }
 
