@@ -14,7 +14,7 @@
 // listing are answered by the binding and only reported here (ref), in batches.
 
 import os from 'node:os';
-import { Vfs, VfsAttr, isShownXattrName } from '../read/vfs.js';
+import { FilesAhead, Vfs, VfsAttr, isShownXattrName } from '../read/vfs.js';
 import { StoredChunk } from '../read/file-reader.js';
 import {
   DIRENTPLUS_MIN_BYTES,
@@ -132,14 +132,18 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   let lastReadDir: bigint | undefined;
   const offered = new Set<bigint>();
   /** One pass at a time: the binding assembles what a pass hands it, FETCH_BUDGET at a time. */
-  const readAhead = (pass: (skip: (id: bigint) => boolean, use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean) => Promise<void>): void => {
+  const readAhead = (run: (pass: FilesAhead) => Promise<void>): void => {
     const offer = opts.offerStoredContent!;
     readingAhead = true;
     readAheadAt = performance.now();
-    pass((file) => offered.has(file), (file, size, chunks) => {
-      if (offered.size >= OFFERED_MAX) offered.clear();
-      offered.add(file);
-      return offer(file, size, chunks);
+    run({
+      limits: FILES_AHEAD,
+      skip: (file) => offered.has(file),
+      use: (file, size, chunks) => {
+        if (offered.size >= OFFERED_MAX) offered.clear();
+        offered.add(file);
+        return offer(file, size, chunks);
+      },
     })
       .catch(() => undefined) // a damaged file fails when the reader itself reads it
       .finally(() => {
@@ -153,7 +157,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     const inOrder = dir !== undefined && dir === lastReadDir;
     lastReadDir = dir;
     if (!opts.offerStoredContent || !reuse || readingAhead || !(inOrder || (dir !== undefined && walking()))) return;
-    readAhead((skip, use) => vfs.readFilesAfter(id, FILES_AHEAD, skip, use));
+    readAhead((pass) => vfs.readFilesAfter(id, pass));
   };
   /**
    * A directory listed with its nodes while such a walk goes on: its files are read ahead
@@ -162,7 +166,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
    */
   const readFilesIn = (dir: bigint): void => {
     if (!opts.offerStoredContent || !reuse || readingAhead || !walking()) return;
-    readAhead((skip, use) => vfs.readFilesIn(dir, FILES_AHEAD, skip, use));
+    readAhead((pass) => vfs.readFilesIn(dir, pass));
   };
 
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */

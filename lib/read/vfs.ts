@@ -98,13 +98,14 @@ export interface VfsDirPage {
   next: number | undefined;
 }
 
-/** Bounds of one pass of reading ahead across files (Vfs.readFilesAfter). */
-export interface FilesAheadLimits {
+/** One pass of reading ahead across files (Vfs.readFilesAfter, Vfs.readFilesIn). */
+export interface FilesAhead {
   /** Files handed over, bytes handed over, largest file, directory entries looked at. */
-  files: number;
-  bytes: number;
-  fileBytes: number;
-  entries: number;
+  limits: { files: number; bytes: number; fileBytes: number; entries: number };
+  /** Files passed over (handed over already). */
+  skip(id: bigint): boolean;
+  /** Takes one file's node id, size and where its chunks are stored; false to stop. */
+  use(id: bigint, size: number, chunks: StoredChunk[]): boolean;
 }
 
 export interface VfsStatfs {
@@ -853,13 +854,11 @@ export class Vfs {
    * name order (the order tar, cp -a and rsync open them). `use` gets each one's node id,
    * size and where its chunks are stored (the binding reads and verifies them on threads of
    * its own, with blobSecret), and returns false to stop; files `skip` names are passed
-   * over. Stops at the limits: files and bytes handed over, entries looked at.
+   * over. Stops at the pass's limits.
    */
   async readFilesAfter(
     id: bigint,
-    limits: FilesAheadLimits,
-    skip: (id: bigint) => boolean,
-    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
+    pass: FilesAhead,
   ): Promise<void> {
     const n = this.cachedNode(id);
     if (n?.type !== 'entry') return;
@@ -869,23 +868,21 @@ export class Vfs {
     const dirId = await this.dirTreeAt(n.snap, parentPath);
     if (!dirId) return;
     const start = await this.trees.positionAfter(dirId, n.path.subarray(slash + 1));
-    await this.readFilesFrom(n.snap, parentPath, dirId, start, limits, skip, use);
+    await this.readFilesFrom(n.snap, parentPath, dirId, start, pass);
   }
 
   /** Like readFilesAfter, from the first file of directory `dirId` (a snapshot's or one in it). */
   async readFilesIn(
     dirId: bigint,
-    limits: FilesAheadLimits,
-    skip: (id: bigint) => boolean,
-    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
+    pass: FilesAhead,
   ): Promise<void> {
     const n = this.cachedNode(dirId);
     if (n?.type === 'snapshot') {
       this.snapshotLive(n.snap);
-      await this.readFilesFrom(n.snap, EMPTY, idFromHex(n.snap.root), 0, limits, skip, use);
+      await this.readFilesFrom(n.snap, EMPTY, idFromHex(n.snap.root), 0, pass);
     } else if (n?.type === 'entry' && n.entry.kind === EntryKind.Directory && n.entry.subtree) {
       this.snapshotLive(n.snap);
-      await this.readFilesFrom(n.snap, n.path, n.entry.subtree, 0, limits, skip, use);
+      await this.readFilesFrom(n.snap, n.path, n.entry.subtree, 0, pass);
     }
   }
 
@@ -894,10 +891,9 @@ export class Vfs {
     parentPath: Buffer,
     dirId: BlobId,
     start: number,
-    limits: FilesAheadLimits,
-    skip: (id: bigint) => boolean,
-    use: (id: bigint, size: number, chunks: StoredChunk[]) => boolean,
+    pass: FilesAhead,
   ): Promise<void> {
+    const { limits, skip, use } = pass;
     let files = 0;
     let bytes = 0;
     let seen = 0;
