@@ -547,6 +547,12 @@ t.test('scanDirs: each listing as scanDir gives it, in order, errors in place', 
   tt.match(got[1], { code: 'ENOENT', syscall: 'scandir', path: missing }, 'a missing directory: its error, in place');
   tt.match(got[4], { code: 'ENOTDIR', path: file });
   tt.same(await scanDirs([]), [], 'nothing to list');
+  // A byte budget: listing stops once it is spent (the directory that spends it is whole).
+  const budgeted = await scanDirs([dirs[0]!, dirs[1]!, dirs[2]!], 1);
+  tt.same(budgeted[0], got[0], 'the first listing, whole, though it is over the budget');
+  tt.same(budgeted.slice(1), [null, null], 'the others not listed');
+  tt.same(await scanDirs([dirs[2]!, dirs[0]!, dirs[1]!], (got[0] as Buffer).length), [got[3], got[0], null], 'listed until the budget is reached');
+  await tt.rejects(scanDirs([dirs[0]!], -1), TypeError, 'a negative budget rejects');
   await tt.rejects(scanDirs(['ok', 42 as unknown as string]), TypeError, 'bad argument rejects');
 });
 

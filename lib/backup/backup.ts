@@ -59,8 +59,13 @@ const KIND_BY_FORMAT = new Map<number, EntryKind>([
 
 const FILE_CONCURRENCY = 16;
 const SUBDIR_CONCURRENCY = 4;
-/** Subdirectories listed by one threadpool job ahead of their walk (see listedAsBefore). */
+/**
+ * Subdirectories listed by one threadpool job ahead of their walk (see listedAsBefore), and
+ * the bytes of listings after which that job lists no more (those are listed when walked):
+ * sixteen maildirs of 100,000 messages would otherwise be held at once, twice.
+ */
 const LISTED_TOGETHER = 16;
+const LISTED_TOGETHER_BYTES = 8 * 1024 * 1024;
 /** Scanned names handled together (in parallel) before their entries go into the tree. */
 const WINDOW_ENTRIES = 4096;
 
@@ -362,8 +367,9 @@ class SourceWalker {
     if (subdirs.length !== subtrees.length) return new Map(); // not as remembered after all: made again
     // Listed a group at a time, the next group while this one is walked: a thread wake-up
     // per directory was most of the time such a walk took.
-    const listGroup = (from: number): Promise<Array<Buffer | Error>> => {
-      const group = this.scans.run(() => scanDirs(subdirs.slice(from, from + LISTED_TOGETHER).map((d) => childPath(abs, d.name))));
+    const listGroup = (from: number): Promise<Array<Buffer | Error | null>> => {
+      const paths = subdirs.slice(from, from + LISTED_TOGETHER).map((d) => childPath(abs, d.name));
+      const group = this.scans.run(() => scanDirs(paths, LISTED_TOGETHER_BYTES));
       group.catch(() => undefined); // awaited below
       return group;
     };
@@ -381,7 +387,7 @@ class SourceWalker {
         }
         const text = name.toString('utf8');
         try {
-          results[i] = await this.directory(childPath(abs, name), rel ? `${rel}/${text}` : text, subtrees[i], listings[k]);
+          results[i] = await this.directory(childPath(abs, name), rel ? `${rel}/${text}` : text, subtrees[i], listings[k] ?? undefined);
         } catch (err) {
           results[i] = err instanceof Error ? err : new Error(String(err));
         }

@@ -53,7 +53,7 @@ interface Binding {
   utimensNoFollow(path: PathLike, atimeSec: number, atimeNsec: number,
     mtimeSec: number, mtimeNsec: number): void;
   scanDir(path: PathLike): Promise<Buffer>;
-  scanDirs(paths: Buffer[]): Promise<Array<Buffer | Error>>;
+  scanDirs(paths: Buffer[], budgetBytes: number): Promise<Array<Buffer | Error | null>>;
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
@@ -162,10 +162,13 @@ export async function scanDir(path: PathLike): Promise<Buffer> {
   return native().scanDir(toBuf(path));
 }
 
-/** scanDir of each path, all in one threadpool job (one thread wake-up and one completion
- * for a directory's children): each a listing, or the error scanDir would reject with. */
-export async function scanDirs(paths: PathLike[]): Promise<Array<Buffer | Error>> {
-  return native().scanDirs(paths.map(toBuf));
+/**
+ * scanDir of each path, in order, all in one threadpool job (one thread wake-up and one
+ * completion for a directory's children): each a listing, or the error scanDir would
+ * reject with; null for those not listed once the listings took `budgetBytes` (0: no limit).
+ */
+export async function scanDirs(paths: PathLike[], budgetBytes = 0): Promise<Array<Buffer | Error | null>> {
+  return native().scanDirs(paths.map(toBuf), budgetBytes);
 }
 
 /** Size of a scanDir record without its name bytes. */

@@ -22,6 +22,7 @@ typedef struct {
   uint8_t *buf;
   size_t len, cap;
   int err;
+  bool skipped; /* not listed: the job's byte budget was spent */
 } scan_result;
 
 /* Listings made by one threadpool job: one directory (scanDir), or several (scanDirs), so
@@ -31,6 +32,7 @@ typedef struct {
   napi_deferred deferred;
   size_t n;
   bool many;
+  size_t budget; /* scanDirs: no further directory is listed once this many bytes are */
   scan_result r[];
 } scan_job;
 
@@ -103,7 +105,15 @@ static void scan_one(scan_result *j) {
 static void scan_execute(napi_env env, void *data) {
   (void)env;
   scan_job *j = data;
-  for (size_t i = 0; i < j->n; i++) scan_one(&j->r[i]);
+  size_t total = 0;
+  for (size_t i = 0; i < j->n; i++) {
+    if (j->budget && total >= j->budget) {
+      j->r[i].skipped = true;
+      continue;
+    }
+    scan_one(&j->r[i]);
+    total += j->r[i].len;
+  }
 }
 
 static int compare_records(const void *a, const void *b, void *base) {
@@ -162,6 +172,10 @@ static void finalize_buf(napi_env env, void *data, void *hint) {
 static napi_value result_value(napi_env env, scan_result *r, bool *ok) {
   napi_value v = NULL;
   *ok = false;
+  if (r->skipped) {
+    *ok = napi_get_null(env, &v) == napi_ok;
+    return *ok ? v : NULL;
+  }
   if (r->err) return sn_errno_error(env, r->err, "scandir", r->path);
   if (r->len > 0 && napi_create_external_buffer(env, r->len, r->buf, finalize_buf, NULL, &v) == napi_ok) {
     r->buf = NULL; /* now owned by the Buffer */
@@ -251,12 +265,19 @@ napi_value sn_scan_dir(napi_env env, napi_callback_info info) {
   return queue_job(env, j);
 }
 
-/* scanDirs(paths): every listing in one job; resolves to an array of Buffer or Error. */
+/* scanDirs(paths, budgetBytes): the listings in one job, in order, until they take
+ * budgetBytes (0: no limit); resolves to an array of Buffer, Error, or null for the
+ * directories not listed. */
 napi_value sn_scan_dirs(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
+  napi_value argv[2];
   uint32_t n;
   bool is_array;
-  if (!sn_get_args(env, info, 1, argv, "scanDirs")) return NULL;
+  double budget;
+  if (!sn_get_args(env, info, 2, argv, "scanDirs")) return NULL;
+  if (napi_get_value_double(env, argv[1], &budget) != napi_ok || !(budget >= 0)) {
+    napi_throw_type_error(env, NULL, "scanDirs: budgetBytes must be a number >= 0");
+    return NULL;
+  }
   if (napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
       napi_get_array_length(env, argv[0], &n) != napi_ok) {
     napi_throw_type_error(env, NULL, "scanDirs: paths must be an array");
@@ -264,6 +285,7 @@ napi_value sn_scan_dirs(napi_env env, napi_callback_info info) {
   }
   scan_job *j = new_job(env, n, true);
   if (!j) return NULL;
+  j->budget = budget > (double)SIZE_MAX ? SIZE_MAX : (size_t)budget;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     if (napi_get_element(env, argv[0], i, &v) != napi_ok) {
