@@ -16,8 +16,10 @@ import { BlobHasher, BlobId, BLOB_ID_BYTES, checksum64 } from '../format/blob-id
 import { BlobIndex } from '../store/blob-index.js';
 
 const VERSION = 1;
-/** Version, options digest, fingerprint, subdirectory count; then the subtrees and a checksum. */
-const HEAD_BYTES = 1 + 8 + BLOB_ID_BYTES + 4;
+/** Version (u8), options digest (u64), fingerprint, subdirectory count (u32); then the subtrees and a checksum (u64). */
+const FINGERPRINT_AT = 1 + 8;
+const COUNT_AT = FINGERPRINT_AT + BLOB_ID_BYTES;
+const HEAD_BYTES = COUNT_AT + 4;
 /** Listings remembered before they are written (one index transaction each time). */
 const SAVE_EVERY = 8192;
 
@@ -68,14 +70,14 @@ export class ListingCache {
     const body = v.subarray(0, v.length - 8);
     if (checksum64(Buffer.concat([tree, body])) !== v.readBigUInt64LE(v.length - 8)) return undefined;
     if (v.readBigUInt64LE(1) !== this.optionsDigest) return undefined;
-    const count = v.readUInt32LE(1 + 8 + BLOB_ID_BYTES);
+    const count = v.readUInt32LE(COUNT_AT);
     if (body.length !== HEAD_BYTES + count * BLOB_ID_BYTES) return undefined;
     const subtrees: BlobId[] = [];
     for (let i = 0; i < count; i++) {
       const at = HEAD_BYTES + i * BLOB_ID_BYTES;
       subtrees.push(Buffer.from(body.subarray(at, at + BLOB_ID_BYTES)));
     }
-    return { fingerprint: Buffer.from(body.subarray(9, 9 + BLOB_ID_BYTES)), subtrees };
+    return { fingerprint: Buffer.from(body.subarray(FINGERPRINT_AT, COUNT_AT)), subtrees };
   }
 
   /** `tree` was made from a listing with this fingerprint, every listed name an entry. */
@@ -84,8 +86,8 @@ export class ListingCache {
     const body = Buffer.allocUnsafe(HEAD_BYTES + subtrees.length * BLOB_ID_BYTES);
     body[0] = VERSION;
     body.writeBigUInt64LE(this.optionsDigest, 1);
-    fingerprint.copy(body, 9);
-    body.writeUInt32LE(subtrees.length, 9 + BLOB_ID_BYTES);
+    fingerprint.copy(body, FINGERPRINT_AT);
+    body.writeUInt32LE(subtrees.length, COUNT_AT);
     subtrees.forEach((id, i) => id.copy(body, HEAD_BYTES + i * BLOB_ID_BYTES));
     const sum = Buffer.allocUnsafe(8);
     sum.writeBigUInt64LE(checksum64(Buffer.concat([tree, body])));

@@ -19,6 +19,7 @@
 
 typedef struct ff_parked {
   struct ff_parked *next;
+  uint64_t node;
   void *item;
 } ff_parked;
 
@@ -50,10 +51,10 @@ struct ff_fetcher {
 };
 
 /* Hands each parked request back (not under the lock). */
-static void unpark_all(ff_fetcher *f, uint64_t node, bool delivered, ff_parked *p) {
+static void unpark_all(ff_fetcher *f, bool delivered, ff_parked *p) {
   while (p) {
     ff_parked *next = p->next;
-    f->unpark(f->ctx, node, delivered, p->item);
+    f->unpark(f->ctx, p->node, delivered, p->item);
     free(p);
     p = next;
   }
@@ -155,7 +156,7 @@ static void *run(void *arg) {
     j->parked = NULL;
     if (parked) {
       pthread_mutex_unlock(&f->lock);
-      unpark_all(f, j->node, delivered, parked);
+      unpark_all(f, delivered, parked);
       pthread_mutex_lock(&f->lock);
     }
     fcc_blob_unref(content);
@@ -167,36 +168,32 @@ static void *run(void *arg) {
   return NULL;
 }
 
-/* Takes every queued job off the queue (under the lock); their requests and
- * those waiting for jobs being assembled (which will not be delivered now) are
- * handed back by unpark_dropped, after the lock is released. */
-static ff_job *drop_queue(ff_fetcher *f) {
-  ff_job *dropped = f->head;
-  for (ff_job *j = dropped; j; j = j->next) f->held -= (size_t)j->size;
-  f->head = f->tail = NULL;
-  for (unsigned i = 0; i < f->threads; i++) {
-    ff_job *a = f->assembling[i];
-    if (a && a->parked) { /* moved to a job of its own, so that the list below has them */
-      ff_job *holder = calloc(1, sizeof *holder);
-      if (!holder) continue; /* left to the thread, which hands them back undelivered */
-      holder->node = a->node;
-      holder->parked = a->parked;
-      a->parked = NULL;
-      holder->next = dropped;
-      dropped = holder;
-    }
+/* Moves job j's waiting requests onto *into. */
+static void take_parked(ff_job *j, ff_parked **into) {
+  while (j->parked) {
+    ff_parked *p = j->parked;
+    j->parked = p->next;
+    p->next = *into;
+    *into = p;
   }
-  return dropped;
 }
 
-static void unpark_dropped(ff_fetcher *f, ff_job *dropped) {
-  while (dropped) {
-    ff_job *next = dropped->next;
-    unpark_all(f, dropped->node, false, dropped->parked);
-    dropped->parked = NULL;
-    job_free(dropped);
-    dropped = next;
+/* Empties the queue (under the lock) and returns the requests waiting for what
+ * will not be delivered now: queued jobs and those being assembled. The caller
+ * hands them back (unpark_all) once the lock is released. */
+static ff_parked *drop_queue(ff_fetcher *f) {
+  ff_parked *parked = NULL;
+  while (f->head) {
+    ff_job *j = f->head;
+    f->head = j->next;
+    f->held -= (size_t)j->size;
+    take_parked(j, &parked);
+    job_free(j);
   }
+  f->tail = NULL;
+  for (unsigned i = 0; i < f->threads; i++)
+    if (f->assembling[i]) take_parked(f->assembling[i], &parked);
+  return parked;
 }
 
 bool ff_park(ff_fetcher *f, uint64_t node, void *item) {
@@ -214,6 +211,7 @@ bool ff_park(ff_fetcher *f, uint64_t node, void *item) {
     for (ff_job *q = f->head; q && !j; q = q->next)
       if (q->node == node) j = q;
     if (j) {
+      p->node = node;
       p->next = j->parked;
       j->parked = p;
       parked = true;
@@ -313,10 +311,10 @@ bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunk
 
 void ff_clear(ff_fetcher *f) {
   pthread_mutex_lock(&f->lock);
-  ff_job *dropped = drop_queue(f);
+  ff_parked *dropped = drop_queue(f);
   f->generation++;
   pthread_mutex_unlock(&f->lock);
-  unpark_dropped(f, dropped);
+  unpark_all(f, false, dropped);
 }
 
 void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
@@ -329,10 +327,10 @@ void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
 void ff_stop(ff_fetcher *f) {
   pthread_mutex_lock(&f->lock);
   f->stopping = true;
-  ff_job *dropped = drop_queue(f);
+  ff_parked *dropped = drop_queue(f);
   pthread_cond_broadcast(&f->wake);
   pthread_mutex_unlock(&f->lock);
-  unpark_dropped(f, dropped);
+  unpark_all(f, false, dropped);
   for (unsigned i = 0; i < f->threads; i++) pthread_join(f->thread[i], NULL);
   pthread_cond_destroy(&f->wake);
   pthread_mutex_destroy(&f->lock);
