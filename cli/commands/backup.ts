@@ -58,6 +58,7 @@ export async function runBackup(argv: BackupArgs): Promise<void> {
       `snapshot ${s.source}@${s.name} (${s.id}) saved${s.partial ? ' PARTIALLY: some files could not be read' : ''}`,
       `files:   ${st.filesNew} new, ${st.filesChanged} changed, ${st.filesUnchanged} unchanged (${st.filesOpened} opened, ${st.filesFailed} failed)`,
       `dirs:    ${st.directories} (${st.directoriesUnchanged ?? 0} listed as before, with the top), other entries: ${st.otherEntries}`,
+      ...(st.entriesChangedRecently ? [`recent:  ${st.entriesChangedRecently} entries changed too recently to trust their times: read again next time`] : []),
       `data:    ${formatBytes(st.bytesTotal)} in files, ${formatBytes(st.bytesRead)} read, ${formatBytes(st.bytesAddedRaw)} new (${formatBytes(st.bytesAddedStored)} stored)`,
       `time:    ${formatDuration(st.durationMs)}`,
     ].join('\n'),

@@ -97,7 +97,7 @@ const MMAP_THRESHOLD_BYTES = 1024 * 1024;
 function emptyStats(): SnapshotStats {
   return {
     files: 0, directories: 0, otherEntries: 0, filesNew: 0, filesChanged: 0, filesUnchanged: 0, filesOpened: 0,
-    directoriesUnchanged: 0, filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
+    directoriesUnchanged: 0, entriesChangedRecently: 0, filesFailed: 0, bytesTotal: 0, bytesRead: 0, blobsAdded: 0, dataBlobsAdded: 0, bytesAddedRaw: 0, bytesAddedStored: 0, durationMs: 0,
   };
 }
 
@@ -133,8 +133,8 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
     // Whether every chunk the parent references is known to be indexed; if not, each
     // unchanged file's chunks are looked up before its entry is reused.
     const parentVerified = parent !== undefined && repo.index.verifiedSnapshot(opts.source) === parent.id;
-    const walker = new SourceWalker(repo, session.writer, opts, generation, Number(rootStat.dev), parentVerified);
     const started = Date.now();
+    const walker = new SourceWalker(repo, session.writer, opts, generation, Number(rootStat.dev), parentVerified, BigInt(started) * 1_000_000n);
     const rootId = await walker.directory(Buffer.from(sourceRoot), '', parent ? idFromHex(parent.root) : undefined);
     await session.writer.flush();
     walker.listings.save();
@@ -186,8 +186,11 @@ class SourceWalker {
   /** Content of multiply-linked files read in this run, by device:inode:ctime. */
   private readonly linked = new Map<string, Promise<TreeEntry | undefined>>();
   readonly listings: ListingCache;
-  /** Directories (relative paths) in which something was warned about. */
-  private readonly warnedIn = new Set<string>();
+  /**
+   * Directories (relative paths) whose listing is not remembered: something in them was
+   * warned about, or changed too recently for its times to be trusted.
+   */
+  private readonly unsettled = new Set<string>();
   private lastProgress = 0;
 
   constructor(
@@ -198,6 +201,8 @@ class SourceWalker {
     private readonly rootDevice: number,
     /** The parent's chunks are all in the index (see BlobIndex.verifiedSnapshot). */
     private readonly parentVerified: boolean,
+    /** Wall clock (ns) before anything was listed or read: see `changedRecently`. */
+    private readonly walkStartNs: bigint,
   ) {
     // Each parent node is read once (subdirectories' read ahead, bypassing the cache): a
     // small cache is enough for identical subtrees, and a big one is old-space garbage.
@@ -213,8 +218,8 @@ class SourceWalker {
     const w = { path: relPath, code, message: `${what}: ${(err as Error).message ?? String(err)}` };
     // Whatever was warned about may turn out otherwise next time from the same listing.
     const rel = relPath === '.' ? '' : relPath;
-    this.warnedIn.add(rel);
-    this.warnedIn.add(rel.slice(0, Math.max(0, rel.lastIndexOf('/'))));
+    this.unsettled.add(rel);
+    this.unsettled.add(rel.slice(0, Math.max(0, rel.lastIndexOf('/'))));
     this.warnings.push(w);
     this.opts.onWarning?.(w);
   }
@@ -333,7 +338,7 @@ class SourceWalker {
     } else {
       id = await tree.finish();
     }
-    if (stored === listed && excluded === 0 && !this.warnedIn.has(rel)) {
+    if (stored === listed && excluded === 0 && !this.unsettled.has(rel)) {
       this.listings.remember(id, fingerprint ?? this.listings.fingerprint(listing), subtrees);
     }
     return id;
@@ -492,15 +497,25 @@ class SourceWalker {
       since: this.generation,
     };
     try {
+      let e: TreeEntry | undefined;
       switch (kind) {
         case EntryKind.Directory:
-          return await this.directoryEntry(abs, rel, base, old, walked);
+          e = await this.directoryEntry(abs, rel, base, old, walked);
+          break;
         case EntryKind.File:
           if (pre instanceof Error) throw pre;
-          return await this.fileEntry(abs, rel, base, old, pre);
+          e = await this.fileEntry(abs, rel, base, old, pre);
+          break;
         default:
-          return await this.io.run(() => this.specialEntry(abs, base, old));
+          e = await this.io.run(() => this.specialEntry(abs, base, old));
       }
+      if (e && this.changedRecently(e.ctimeNs)) {
+        // Its times cannot tell a later change from this version: marked to be read again.
+        this.stats.entriesChangedRecently!++;
+        this.unsettled.add(dirRel);
+        e = { ...e, ctimeNs: 0n };
+      }
+      return e;
     } catch (err) {
       const code = errnoCode(err);
       // Vanished while we looked (ENOTDIR: its directory became a file): not in this snapshot.
@@ -564,6 +579,20 @@ class SourceWalker {
       return reuseIfSame({ ...e, name: base.name }, old);
     }
     return this.storeFile(abs, rel, base, old, pre);
+  }
+
+  /**
+   * Whether an entry's ctime lies so close to (or after) the start of this walk that a
+   * change made after it was read could have left the same ctime: timestamps come from a
+   * coarse clock (a tick of 1-10 ms; whole seconds on some file systems, whose times then
+   * have no nanoseconds). Such an entry is stored with ctime 0, which no later stat
+   * matches, so the next backup reads it again (git calls these entries "racily clean").
+   * The source's clock is assumed to be this machine's (see docs/design-notes.md).
+   */
+  private changedRecently(ctimeNs: bigint): boolean {
+    if (ctimeNs === 0n) return false; // already marked
+    const window = ctimeNs % 1_000_000_000n === 0n ? WHOLE_SECOND_TIMES_WINDOW_NS : CLOCK_TICK_WINDOW_NS;
+    return ctimeNs > this.walkStartNs - window;
   }
 
   /**
@@ -635,6 +664,9 @@ class SourceWalker {
 }
 
 const SMALL_FILE_BATCH = 64;
+/** How far back from the walk's start a ctime is too recent to trust (changedRecently). */
+const CLOCK_TICK_WINDOW_NS = 100_000_000n;
+const WHOLE_SECOND_TIMES_WINDOW_NS = 2_000_000_000n;
 
 function childPath(dir: Buffer, name: Buffer): Buffer {
   const out = Buffer.allocUnsafe(dir.length + 1 + name.length);
@@ -671,9 +703,16 @@ export function unchangedScannedFile(scan: ScanCursor, old: TreeEntry): boolean 
   );
 }
 
-/** Returns the parent's entry object when nothing differs, so `since` carries forward. */
+/**
+ * Returns the parent's entry object when nothing differs, so `since` carries forward. A
+ * parent entry marked to be read again (ctime 0) is the same version when all else is.
+ */
 function reuseIfSame(entry: TreeEntry, old: TreeEntry | undefined): TreeEntry {
-  return old && sameVersion(entry, old) ? old : entry;
+  if (!old) return entry;
+  if (old.ctimeNs === 0n && entry.ctimeNs !== 0n) {
+    return sameVersion({ ...entry, ctimeNs: 0n }, old) ? { ...entry, since: old.since } : entry;
+  }
+  return sameVersion(entry, old) ? old : entry;
 }
 
 function readXattrs(abs: Buffer): Array<[Buffer, Buffer]> | undefined {

@@ -18,6 +18,11 @@ export interface SnapshotStats {
    * without reading it (lib/backup/listing-cache.ts). Absent from older records.
    */
   directoriesUnchanged?: number;
+  /**
+   * Entries whose ctime was too recent to trust (they may change again within the same
+   * clock tick), stored to be read again by the next backup. Absent from older records.
+   */
+  entriesChangedRecently?: number;
   /** Files that could not be read; the snapshot is partial when this is not zero. */
   filesFailed: number;
   bytesTotal: number;

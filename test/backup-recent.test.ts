@@ -1,0 +1,119 @@
+// Entries that changed too recently for their times to be trusted ("racily clean" in git's
+// words): a file rewritten in place just after the backup read it, within one tick of the
+// file system's clock, keeps its size, mtime, ctime and inode. The backup that read it marks
+// it to be read again (ctime 0), so the next backup stores the later version instead of
+// reusing the earlier one forever.
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backup } from '../lib/backup/backup.js';
+import { Repository } from '../lib/store/repository.js';
+import type { SnapshotRecord } from '../lib/format/snapshot.js';
+import { runProcess, runSnapfs, tmpDir } from './helpers/cli.js';
+import { MemfsServer, mountPoints } from './helpers/memfs.js';
+import { assertTreesEqual } from './helpers/tree-compare.js';
+import * as D from './fixtures/memfs-data.js';
+
+t.test('a file rewritten within the same second as the backup read it: the next backup stores the rewrite', async (t) => {
+  // The source is a FUSE file system with whole-second times (served by a child process),
+  // where the rewrite provably leaves every time as it was.
+  const work = await tmpDir(t, 'recent-coarse');
+  const mnt = path.join(work, 'mnt');
+  const repoDir = path.join(work, 'repo');
+  await fs.mkdir(mnt);
+  const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
+  t.teardown(async () => {
+    if (server.running) {
+      server.child.kill('SIGTERM');
+      await Promise.race([server.exited, sleep(10_000)]);
+      if (server.running) server.child.kill('SIGKILL');
+    }
+    if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
+  });
+  await server.next((e) => e.event === 'ready');
+  const src = path.join(mnt, D.COARSE_DIR);
+  const file = path.join(src, D.COARSE_FILE);
+  // Rewrites keep the size the file was first written with.
+  const version = (text: string): string => text.padEnd(D.COARSE_FIRST.length - 1, '.') + '\n';
+  const versionA = version('version A: at the backup');
+  const versionB = version('version B: just after');
+  const rewrite = async (data: string, tick?: boolean) => {
+    server.send({ cmd: 'rewrite', data, tick });
+    const e = await server.next((e) => e.event === 'rewritten' || e.event === 'rewrite-error');
+    if (e.event !== 'rewritten') throw new Error(`memfs: ${e.message}`);
+    return e;
+  };
+
+  await Repository.init(repoDir);
+  const a = await rewrite(versionA, true);
+  // In this process, so that the walk starts at once: within the second of the rewrite.
+  const repo = await Repository.open(repoDir);
+  let first: SnapshotRecord;
+  try {
+    first = (await backup(repo, { source: 'c', path: src })).snapshot;
+  } finally {
+    await repo.close();
+  }
+  t.equal(first.stats.entriesChangedRecently, 1, 'the file changed this very second: its times are not trusted');
+  t.equal((await runSnapfs(['cat', repoDir, `c@last:${D.COARSE_FILE}`])).stdout, versionA);
+
+  // Rewritten in place within the same second: size, mtime, ctime and inode stay.
+  const before = await fs.stat(file, { bigint: true });
+  const b = await rewrite(versionB);
+  t.equal(b.ctimeNs, a.ctimeNs, 'same ctime after the rewrite');
+  const after = await fs.stat(file, { bigint: true });
+  t.same([after.size, after.mtimeNs, after.ctimeNs, after.ino], [before.size, before.mtimeNs, before.ctimeNs, before.ino], 'stat cannot tell the versions apart');
+  t.equal(await fs.readFile(file, 'utf8'), versionB, 'the source now holds version B');
+
+  const second = await runSnapfs(['backup', repoDir, src, '--source', 'c', '--json']);
+  t.equal(second.json.snapshot.stats.filesOpened, 1, 'the file marked at the first backup is read again');
+  t.equal((await runSnapfs(['cat', repoDir, `c@last:${D.COARSE_FILE}`])).stdout, versionB, 'the newest snapshot holds version B');
+  t.equal((await runSnapfs(['cat', repoDir, `c@${first.name}:${D.COARSE_FILE}`])).stdout, versionA, 'the first still holds A');
+});
+
+t.test('on a local file system: only the recently changed entries are read again, once, and keep their since', async (t) => {
+  const work = await tmpDir(t, 'recent-local');
+  const src = path.join(work, 'src');
+  const repoDir = path.join(work, 'repo');
+  await fs.mkdir(path.join(src, 'settled'), { recursive: true });
+  for (let i = 0; i < 20; i++) await fs.writeFile(path.join(src, 'settled', `m${i}`), `message ${i}\n`);
+  await fs.writeFile(path.join(src, 'top'), 'settled too\n');
+  await sleep(500); // well outside the window
+  // Written right before the walk starts (the backup runs in this process: no CLI start-up
+  // in between): the new directory and its file.
+  await Repository.init(repoDir);
+  const repo = await Repository.open(repoDir);
+  let firstSince: number;
+  try {
+    await fs.mkdir(path.join(src, 'fresh'));
+    await fs.writeFile(path.join(src, 'fresh', 'new'), 'just written\n');
+    const { snapshot } = await backup(repo, { source: 's', path: src });
+    t.equal(snapshot.stats.entriesChangedRecently, 2, 'fresh/ and fresh/new changed within the window; nothing else');
+    t.equal(snapshot.stats.filesOpened, 22);
+    firstSince = snapshot.generation;
+  } finally {
+    await repo.close();
+  }
+  await sleep(200);
+
+  const second = await runSnapfs(['backup', repoDir, src, '--source', 's', '--json']);
+  const s2 = second.json.snapshot.stats;
+  t.equal(s2.entriesChangedRecently, 0);
+  t.equal(s2.filesOpened, 1, 'exactly the recent file is read again');
+  const ls = await runSnapfs(['ls', repoDir, 's@last:fresh', '--json']);
+  const entry = ls.json.entries.find((e: any) => e.name === 'new');
+  t.equal(entry.since, firstSince, 'read again and found the same: it keeps the since of the snapshot that first stored it');
+
+  // Now settled with its real times: the third backup opens nothing, and every directory's
+  // listing is remembered (the unsettled ones were not, the first time).
+  const third = await runSnapfs(['backup', repoDir, src, '--source', 's', '--json']);
+  t.equal(third.json.snapshot.stats.filesOpened, 0, 'nothing read a third time');
+  t.equal(third.json.snapshot.root, second.json.snapshot.root, 'the same tree');
+  t.equal(second.json.snapshot.stats.directoriesUnchanged, 1, 'the second backup found settled/ as the first listed it; the root and fresh/ were not remembered');
+  t.equal(third.json.snapshot.stats.directoriesUnchanged, 3, 'the third finds all three as the second listed them');
+
+  const out = path.join(work, 'out');
+  await runSnapfs(['restore', repoDir, 's@last', out]);
+  await assertTreesEqual(t, src, out);
+});
