@@ -15,6 +15,15 @@ import { MemfsServer, mountPoints } from './helpers/memfs.js';
 import { assertTreesEqual } from './helpers/tree-compare.js';
 import * as D from './fixtures/memfs-data.js';
 
+async function stopServer(server: MemfsServer, mnt: string): Promise<void> {
+  if (server.running) {
+    server.child.kill('SIGTERM');
+    await Promise.race([server.exited, sleep(10_000)]);
+    if (server.running) server.child.kill('SIGKILL');
+  }
+  if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
+}
+
 t.test('a file rewritten within the same second as the backup read it: the next backup stores the rewrite', async (t) => {
   // The source is a FUSE file system with whole-second times (served by a child process),
   // where the rewrite provably leaves every time as it was.
@@ -23,14 +32,7 @@ t.test('a file rewritten within the same second as the backup read it: the next 
   const repoDir = path.join(work, 'repo');
   await fs.mkdir(mnt);
   const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
-  t.teardown(async () => {
-    if (server.running) {
-      server.child.kill('SIGTERM');
-      await Promise.race([server.exited, sleep(10_000)]);
-      if (server.running) server.child.kill('SIGKILL');
-    }
-    if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
-  });
+  t.teardown(() => stopServer(server, mnt));
   await server.next((e) => e.event === 'ready');
   const src = path.join(mnt, D.COARSE_DIR);
   const file = path.join(src, D.COARSE_FILE);
@@ -70,6 +72,30 @@ t.test('a file rewritten within the same second as the backup read it: the next 
   t.equal(second.json.snapshot.stats.filesOpened, 1, 'the file marked at the first backup is read again');
   t.equal((await runSnapfs(['cat', repoDir, `c@last:${D.COARSE_FILE}`])).stdout, versionB, 'the newest snapshot holds version B');
   t.equal((await runSnapfs(['cat', repoDir, `c@${first.name}:${D.COARSE_FILE}`])).stdout, versionA, 'the first still holds A');
+});
+
+t.test('a source whose clock runs ahead: its entries are read again while their ctime is not past, and the CLI says so', async (t) => {
+  const work = await tmpDir(t, 'recent-ahead');
+  const mnt = path.join(work, 'mnt');
+  const repoDir = path.join(work, 'repo');
+  await fs.mkdir(mnt);
+  const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
+  t.teardown(() => stopServer(server, mnt));
+  await server.next((e) => e.event === 'ready');
+  const src = path.join(mnt, D.COARSE_DIR);
+  await runSnapfs(['init', repoDir]);
+  // Far enough ahead to outlast two CLI backups on a loaded machine.
+  server.send({ cmd: 'rewrite', data: D.COARSE_FIRST, tick: true, aheadS: 3600 });
+  await server.next((e) => e.event === 'rewritten');
+
+  const first = await runSnapfs(['backup', repoDir, src, '--source', 'c']);
+  t.match(first.stdout, /^recent: +1 entries changed too recently to trust their times: read again next time$/m, 'the CLI names the count');
+  const second = await runSnapfs(['backup', repoDir, src, '--source', 'c', '--json']);
+  t.equal(second.json.snapshot.stats.entriesChangedRecently, 1, 'still ahead of this clock: still not trusted');
+  t.equal(second.json.snapshot.stats.filesOpened, 1, 'so read again');
+  const ls = await runSnapfs(['ls', repoDir, `c@last`, '--json']);
+  t.equal(ls.json.entries.find((e: any) => e.name === D.COARSE_FILE).since, 1, 'the same content keeps its since');
+  t.equal((await runSnapfs(['cat', repoDir, `c@last:${D.COARSE_FILE}`])).stdout, D.COARSE_FIRST);
 });
 
 t.test('on a local file system: only the recently changed entries are read again, once, and keep their since', async (t) => {
