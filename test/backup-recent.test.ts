@@ -15,26 +15,31 @@ import { MemfsServer, mountPoints } from './helpers/memfs.js';
 import { assertTreesEqual } from './helpers/tree-compare.js';
 import * as D from './fixtures/memfs-data.js';
 
-async function stopServer(server: MemfsServer, mnt: string): Promise<void> {
-  if (server.running) {
-    server.child.kill('SIGTERM');
-    await Promise.race([server.exited, sleep(10_000)]);
-    if (server.running) server.child.kill('SIGKILL');
-  }
-  if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
+/**
+ * A FUSE file system with whole-second times, served by a child process, whose file
+ * coarse/index is rewritten on command; stopped and unmounted when the test ends.
+ */
+async function coarseSource(t: any, work: string): Promise<{ server: MemfsServer; src: string }> {
+  const mnt = path.join(work, 'mnt');
+  await fs.mkdir(mnt);
+  const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
+  t.teardown(async () => {
+    if (server.running) {
+      server.child.kill('SIGTERM');
+      await Promise.race([server.exited, sleep(10_000)]);
+      if (server.running) server.child.kill('SIGKILL');
+    }
+    if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
+  });
+  await server.next((e) => e.event === 'ready');
+  return { server, src: path.join(mnt, D.COARSE_DIR) };
 }
 
 t.test('a file rewritten within the same second as the backup read it: the next backup stores the rewrite', async (t) => {
-  // The source is a FUSE file system with whole-second times (served by a child process),
-  // where the rewrite provably leaves every time as it was.
+  // On a file system with whole-second times the rewrite provably leaves every time as it was.
   const work = await tmpDir(t, 'recent-coarse');
-  const mnt = path.join(work, 'mnt');
   const repoDir = path.join(work, 'repo');
-  await fs.mkdir(mnt);
-  const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
-  t.teardown(() => stopServer(server, mnt));
-  await server.next((e) => e.event === 'ready');
-  const src = path.join(mnt, D.COARSE_DIR);
+  const { server, src } = await coarseSource(t, work);
   const file = path.join(src, D.COARSE_FILE);
   // Rewrites keep the size the file was first written with.
   const version = (text: string): string => text.padEnd(D.COARSE_FIRST.length - 1, '.') + '\n';
@@ -79,13 +84,8 @@ t.test('a file rewritten within the same second as the backup read it: the next 
 
 t.test('a source whose clock runs ahead: its entries are read again while their ctime is not past, and the CLI says so', async (t) => {
   const work = await tmpDir(t, 'recent-ahead');
-  const mnt = path.join(work, 'mnt');
   const repoDir = path.join(work, 'repo');
-  await fs.mkdir(mnt);
-  const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
-  t.teardown(() => stopServer(server, mnt));
-  await server.next((e) => e.event === 'ready');
-  const src = path.join(mnt, D.COARSE_DIR);
+  const { server, src } = await coarseSource(t, work);
   await runSnapfs(['init', repoDir]);
   // Far enough ahead to outlast two CLI backups on a loaded machine.
   server.send({ cmd: 'rewrite', data: D.COARSE_FIRST, tick: true, aheadS: 3600 });
