@@ -24,11 +24,7 @@ async function coarseSource(t: any, work: string): Promise<{ server: MemfsServer
   await fs.mkdir(mnt);
   const server = await MemfsServer.start('memfs', { mounts: [{ path: mnt, options: ['ro', 'default_permissions', 'fsname=memfs', 'subtype=memfs'] }] });
   t.teardown(async () => {
-    if (server.running) {
-      server.child.kill('SIGTERM');
-      await Promise.race([server.exited, sleep(10_000)]);
-      if (server.running) server.child.kill('SIGKILL');
-    }
+    await server.stop();
     if ((await mountPoints()).has(mnt)) await runProcess('umount', ['-l', mnt], { allowFail: true });
   });
   await server.next((e) => e.event === 'ready');

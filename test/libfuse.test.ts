@@ -55,15 +55,7 @@ const servers: MemfsServer[] = [];
 // One teardown, in order: stop servers (they unmount), then make sure nothing
 // stays mounted, then remove the directory. Runs on failure too.
 t.teardown(async () => {
-  for (const s of servers) {
-    if (!s.running) continue;
-    s.child.kill('SIGTERM');
-    const done = await Promise.race([s.exited.then(() => true), sleep(10_000).then(() => false)]);
-    if (!done) {
-      s.child.kill('SIGKILL');
-      await s.exited;
-    }
-  }
+  for (const s of servers) await s.stop();
   const mounted = await mountPoints();
   for (const m of [mntA, mntA2, mntB]) {
     if (mounted.has(m)) await run('umount', ['-l', m]);

@@ -78,6 +78,17 @@ export class MemfsServer {
     return (await this.next((e) => e.event === 'stats')).stats;
   }
 
+  /** Ends the server: SIGTERM (it unmounts what it serves), SIGKILL after 10 s. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.child.kill('SIGTERM');
+    const ended = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+    if (!ended) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
