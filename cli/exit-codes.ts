@@ -25,5 +25,6 @@ export const EXIT_BY_CODE: Record<ErrorCode, number> = {
   IO_ERROR: 18,
   READ_ONLY: 18,
   STALE_HANDLE: 18,
+  NODE_ID_COLLISION: 18,
   INTERRUPTED: 130,
 };

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'IO_ERROR'             // other operating-system errors
   | 'READ_ONLY'            // a write to the read-only mount
   | 'STALE_HANDLE'         // a mount node or file handle that is no longer known
+  | 'NODE_ID_COLLISION'    // two mount entries hash to one node id; the later one is refused
   | 'INTERRUPTED';         // stopped by a signal
 
 export class SnapfsError extends Error {

@@ -58,7 +58,16 @@ t.test('behaves like a Map of counted (snapshot, path) records', async (t) => {
       for (const [id, m] of model) {
         const got = table.get(id);
         if (!got || got.snap !== m.snap || got.path.toString() !== m.path) mismatches++;
+        // holdsAs compares in place: the recorded (snap, parent/name), and nothing else.
+        const slash = m.path.indexOf('/');
+        const parent = Buffer.from(m.path.slice(0, slash));
+        const name = Buffer.from(m.path.slice(slash + 1));
+        if (table.holdsAs(id, m.snap, [parent, name]) !== true) mismatches++;
+        if (table.holdsAs(id, m.snap + 1, [parent, name]) !== false) mismatches++;
+        if (table.holdsAs(id, m.snap, [parent, Buffer.from(m.path.slice(slash + 1) + 'y')]) !== false) mismatches++;
+        if (table.holdsAs(id, m.snap, [Buffer.from('dir'), name]) !== false) mismatches++;
       }
+      if (table.holdsAs(0xdeadbeefn, 0, [Buffer.alloc(0), Buffer.from('x')]) !== undefined) mismatches++;
     }
   }
   t.equal(mismatches, 0, 'every answer matched the model');

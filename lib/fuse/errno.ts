@@ -37,6 +37,7 @@ export function errnoOf(err: unknown): number {
         return EINVAL;
       case 'CORRUPT_DATA':
       case 'BLOB_NOT_FOUND':
+      case 'NODE_ID_COLLISION':
       default:
         return EIO;
     }

@@ -7,8 +7,10 @@
 //
 // Replies also tell the binding what it may answer itself, on its own thread, without
 // waking this one (ReplyCaching): the attributes of snapshot content (immutable, and a
-// node id is a hash of (snapshot id, path), so an id never comes to name anything else;
-// no id is reused after forget), which nodes have no xattrs, and symlink targets.
+// node id is a hash of (snapshot id, path), so an id names the same entry after forget;
+// in the rare collision of two hashes the VFS refuses the later entry and the binding
+// answers no name listed under an id that meanwhile names another entry), which nodes
+// have no xattrs, and symlink targets.
 // And lookups: once a lookup in a directory of snapshot content came here, its further
 // readdir replies carry each name's node, so the `ls -l`-style lookups that follow a
 // listing are answered by the binding and only reported here (ref), in batches.
@@ -87,7 +89,7 @@ export interface LowLevelOptions {
    * Hands the binding where a file's chunks are stored, for reads it answers itself once
    * it assembled and verified them (FuseSession.offerStoredContent).
    */
-  offerStoredContent?: (node: bigint, size: number, chunks: readonly StoredChunk[]) => boolean;
+  offerStoredContent?: (node: bigint, ino: bigint, size: number, chunks: readonly StoredChunk[]) => boolean;
 }
 
 /**
@@ -139,10 +141,10 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     run({
       limits: FILES_AHEAD,
       skip: (file) => offered.has(file),
-      use: (file, size, chunks) => {
+      use: (file, ino, size, chunks) => {
         if (offered.size >= OFFERED_MAX) offered.clear();
         offered.add(file);
-        return offer(file, size, chunks);
+        return offer(file, ino, size, chunks);
       },
     })
       .catch(() => undefined) // a damaged file fails when the reader itself reads it

@@ -244,8 +244,8 @@ export class MountedFs {
     const pushContent = process.env.SNAPFS_FUSE_NO_PUSH !== '1';
     let session: FuseSession | undefined;
     try {
-      const offerStoredContent = (node: bigint, size: number, chunks: readonly StoredChunk[]): boolean =>
-        session?.offerStoredContent(node, size, chunks) ?? false;
+      const offerStoredContent = (node: bigint, ino: bigint, size: number, chunks: readonly StoredChunk[]): boolean =>
+        session?.offerStoredContent(node, ino, size, chunks) ?? false;
       session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent }), {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,

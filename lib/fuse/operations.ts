@@ -68,7 +68,8 @@ export interface OperationsOptions {
 }
 
 export class FuseOperations {
-  private readonly paths: ByteLru<string, bigint>;
+  /** Resolved paths: the node id and its serial then (Vfs.serialOf). */
+  private readonly paths: ByteLru<string, { id: bigint; serial: number }>;
   private epoch: number;
 
   constructor(private readonly vfs: Vfs, private readonly opts: OperationsOptions = {}) {
@@ -84,8 +85,9 @@ export class FuseOperations {
     }
     if (path === '/' || path === '') return ROOT_ID;
     const hit = this.paths.get(path);
-    // The VFS may have dropped the node (its table is bounded): then look it up again.
-    if (hit !== undefined && this.vfs.known(hit)) return hit;
+    // The VFS may have dropped the node (its table is bounded), and the id may name
+    // another entry since (a hash collision): then look it up again.
+    if (hit !== undefined && this.vfs.serialOf(hit.id) === hit.serial) return hit.id;
     const slash = path.lastIndexOf('/');
     const parent = await this.resolve(slash <= 0 ? '/' : path.slice(0, slash));
     const candidates = fromFuseName(path.slice(slash + 1));
@@ -93,7 +95,8 @@ export class FuseOperations {
     for (const name of candidates) {
       try {
         const { id } = await this.vfs.lookup(parent, name);
-        this.paths.set(path, id, path.length * 2 + 120);
+        const serial = this.vfs.serialOf(id);
+        if (serial !== undefined) this.paths.set(path, { id, serial }, path.length * 2 + 140);
         return id;
       } catch (err) {
         if (!(err instanceof SnapfsError && err.code === 'PATH_NOT_FOUND')) throw err;
@@ -108,7 +111,7 @@ export class FuseOperations {
     if (this.vfs.epoch !== this.epoch) return undefined;
     if (path === '/') return ROOT_ID;
     const hit = this.paths.get(path);
-    return hit !== undefined && this.vfs.known(hit) ? hit : undefined;
+    return hit !== undefined && this.vfs.serialOf(hit.id) === hit.serial ? hit.id : undefined;
   }
 
   /** getattr: answered at once for cached snapshot content (the common case), else resolved. */

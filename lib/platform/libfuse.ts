@@ -240,9 +240,11 @@ export interface FuseSession {
    * end (a bounded store, oldest first out); with pushContent, the kernel also gets its
    * pages (those reads are then not even sent, unless it let the pages go). A file with a
    * chunk that fails is dropped: its reads reach the handlers, which report the damage.
-   * False when not taken.
+   * `ino`: the file's st_ino; its bytes are served or pushed under `node` only while the
+   * kernel knows `node` by attributes with that inode number (node ids are hashes, and
+   * may rarely come to name another entry). False when not taken.
    */
-  offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
+  offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
 }
 
 /** Where one chunk of a file is stored (offerStoredContent). */
@@ -303,7 +305,7 @@ interface Binding {
   dropCached(session: object): void;
   requestCounts(session: object): number[];
   fetchWith(session: object, secret: Uint8Array): boolean;
-  offerStoredContent(session: object, node: bigint, size: number, chunks: Uint8Array): boolean;
+  offerStoredContent(session: object, node: bigint, ino: bigint, size: number, chunks: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -567,8 +569,8 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     fetchWith(secret: Uint8Array): boolean {
       return !isClosed && b.fetchWith(handle, secret);
     },
-    offerStoredContent(node: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
-      return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, size, encodeStoredChunks(chunks));
+    offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
+      return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, ino, size, encodeStoredChunks(chunks));
     },
     requestCounts(): Record<string, number> {
       const out: Record<string, number> = {};

@@ -61,6 +61,22 @@ export class PinTable {
   }
 
   /**
+   * Whether held node `id` was recorded as `path` of snapshot number `snap` (compared in
+   * place, nothing allocated); undefined when `id` is not held.
+   */
+  holdsAs(id: bigint, snap: number | undefined, path: [Buffer, Buffer]): boolean | undefined {
+    const r = this.find(lo32(id), hi32(id));
+    if (r < 0) return undefined;
+    if (snap !== this.snaps[r] || this.lens[r] !== pathLength(path)) return false;
+    const off = this.offs[r]!;
+    const [parent, name] = path;
+    if (!parent.length) return this.arena.subarray(off, off + name.length).equals(name);
+    return this.arena[off + parent.length] === 0x2f &&
+      this.arena.subarray(off, off + parent.length).equals(parent) &&
+      this.arena.subarray(off + parent.length + 1, off + this.lens[r]!).equals(name);
+  }
+
+  /**
    * Adds `n` references to `id`, recording (snap, path) when it is new; a path given as
    * [parent, name] is stored as parent/name (name alone under an empty parent).
    */

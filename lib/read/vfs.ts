@@ -104,8 +104,12 @@ export interface FilesAhead {
   limits: { files: number; bytes: number; fileBytes: number; entries: number };
   /** Files passed over (handed over already). */
   skip(id: bigint): boolean;
-  /** Takes one file's node id, size and where its chunks are stored; false to stop. */
-  use(id: bigint, size: number, chunks: StoredChunk[]): boolean;
+  /**
+   * Takes one file's node id, inode number (st_ino: whoever serves the bytes under the
+   * node id checks that it still names this entry), size and where its chunks are stored;
+   * false to stop.
+   */
+  use(id: bigint, ino: bigint, size: number, chunks: StoredChunk[]): boolean;
 }
 
 export interface VfsStatfs {
@@ -135,12 +139,13 @@ export interface VfsOptions {
   onWarning?: (message: string) => void;
 }
 
-type Node =
+/** `serial`: set when the node is first remembered, unique for the mount's life (serialOf). */
+type Node = { serial?: number } & (
   | { type: 'root'; id: bigint }
   | { type: 'source'; id: bigint; prefix: string }
   | { type: 'last'; id: bigint; source: string }
   | { type: 'snapshot'; id: bigint; snap: SnapshotRecord; attr?: VfsAttr }
-  | { type: 'entry'; id: bigint; snap: SnapshotRecord; path: Buffer; entry: TreeEntry; attr: VfsAttr; parentIno: bigint };
+  | { type: 'entry'; id: bigint; snap: SnapshotRecord; path: Buffer; entry: TreeEntry; attr: VfsAttr; parentIno: bigint });
 
 /** A directory level of the synthetic part: children components and, for a source, its snapshots. */
 interface Level {
@@ -208,9 +213,23 @@ function inoOf(parts: HashPart[]): bigint {
   return h;
 }
 
+/**
+ * Tests only: SNAPFS_TEST_NODE_ID_BITS keeps this many low bits of every node id, so that
+ * ids collide in a small tree as they would (rarely) among millions of 64-bit ones.
+ */
+const NODE_ID_MASK = ((): bigint => {
+  const bits = Number(process.env.SNAPFS_TEST_NODE_ID_BITS ?? 64);
+  return Number.isInteger(bits) && bits >= 4 && bits < 64 ? (1n << BigInt(bits)) - 1n : MASK64;
+})();
+
 function nodeIdOf(parts: HashPart[]): bigint {
-  const h = hash64(parts);
+  const h = hash64(parts) & NODE_ID_MASK;
   return h <= 1n ? h + 2n : h;
+}
+
+function idCollision(snap: SnapshotRecord, parentPath: Buffer, name: Buffer, id: bigint): SnapfsError {
+  const path = parentPath.length ? `${parentPath.toString('utf8')}/${name.toString('utf8')}` : name.toString('utf8');
+  return new SnapfsError('NODE_ID_COLLISION', `${snap.source}/${snap.name}/${path}: its node id ${id} names another entry the mount holds; refused until that one is forgotten`);
 }
 
 function notFound(what: string): SnapfsError {
@@ -234,7 +253,8 @@ export class Vfs {
   private nextHandle = 1;
   /** Read state of files opened by the binding itself (see readNode), least recent first. */
   private readonly nodeReads = new Map<bigint, Handle>();
-  private readonly root: Node = { type: 'root', id: ROOT_ID };
+  private readonly root: Node = { type: 'root', id: ROOT_ID, serial: 0 };
+  private nodeSerials = 0;
   private loadedAt = 0;
   private loading: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -414,9 +434,13 @@ export class Vfs {
     return n?.type === 'entry' ? n.parentIno : undefined;
   }
 
-  /** Whether a node id is still known (a path-based caller then uses it again). */
-  known(id: bigint): boolean {
-    return id === ROOT_ID || this.pinned.has(id) || this.nodes.get(id) !== undefined || this.pins.has(id);
+  /**
+   * The serial of the node id names while it is in memory, else undefined. A path-based
+   * caller keeps it with a resolved path and uses the id again only while it is the same:
+   * a node dropped and an id that came to name another entry (ids are hashes) both change it.
+   */
+  serialOf(id: bigint): number | undefined {
+    return id === ROOT_ID ? 0 : this.cachedNode(id)?.serial;
   }
 
   /**
@@ -427,7 +451,20 @@ export class Vfs {
     return { nodes: this.pinned.size + this.pins.size, bytes: this.pins.bytes, fromListings: this.childRefs };
   }
 
+  /**
+   * Whether node id `id` already names something other than `name` in `parentPath` of
+   * `snap`: a node in memory or one the kernel holds. Ids are 64-bit hashes, so this
+   * (almost) never happens; when it does, the newcomer is refused (EIO) rather than
+   * answered under an id the kernel and the binding's caches know as another entry.
+   */
+  private idTakenByOther(id: bigint, snap: SnapshotRecord, parentPath: Buffer, name: Buffer): boolean {
+    const n = this.cachedNode(id);
+    if (n) return !(n.type === 'entry' && n.snap.id === snap.id && isChildPath(n.path, parentPath, name));
+    return this.pins.holdsAs(id, this.pinSnapNumbers.get(snap.id), [parentPath, name]) === false;
+  }
+
   private remember<N extends Node>(n: N): N {
+    n.serial ??= ++this.nodeSerials;
     const size = n.type === 'entry' ? 700 + n.path.length + n.entry.name.length + (n.entry.content?.length ?? 0) + (n.entry.target?.length ?? 0) : 200;
     this.nodes.set(n.id, n, size);
     return n;
@@ -470,6 +507,13 @@ export class Vfs {
     }
     const path: [Buffer, Buffer] = [parentPath, name];
     if (nodeIdOf(['entry', snap.id, path]) !== id) throw new SnapfsError('STALE_HANDLE', `node ${id} is not ${name.toString('utf8')} in node ${parentId}`);
+    if (this.idTakenByOther(id, snap, parentPath, name)) {
+      // Only listings of names whose id was free carry nodes, but an id can be taken
+      // between the listing and this lookup. A node the kernel does not hold yields; one
+      // it holds cannot, and the kernel now has one inode for both names.
+      if (this.pinned.has(id) || this.pins.has(id)) throw idCollision(snap, parentPath, name, id);
+      this.nodes.delete(id);
+    }
     this.pins.add(id, this.pinSnapNumber(snap), path);
     this.childRefs++;
   }
@@ -521,7 +565,11 @@ export class Vfs {
     const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
     const known = this.nodes.get(id);
     if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
+    if (this.idTakenByOther(id, snap, parentPath, entry.name)) throw idCollision(snap, parentPath, entry.name, id);
     const own = detachEntry(parentPath, entry);
+    // Read state kept by id from an entry that had the id before (forgotten since).
+    const read = this.nodeReads.get(id);
+    if (read && !(read.node.snap.id === snap.id && read.node.path.equals(own.path))) this.nodeReads.delete(id);
     return this.remember({ type: 'entry', id, snap, path: own.path, entry: own.entry, attr: this.entryAttr(snap, own.path, own.entry), parentIno });
   }
 
@@ -765,7 +813,8 @@ export class Vfs {
       if (opts.nodes) {
         // The same id and attributes a lookup would give, without building the node.
         const attr = this.entryAttr(n.snap, path, e);
-        const node = { id: nodeIdOf(['entry', n.snap.id, path]), attr, noXattrs: !e.xattrs?.some(shownXattr) };
+        const nodeId = nodeIdOf(['entry', n.snap.id, path]);
+        const node = this.idTakenByOther(nodeId, n.snap, parentPath, e.name) ? undefined : { id: nodeId, attr, noXattrs: !e.xattrs?.some(shownXattr) };
         out.push({ name: e.name, ino: attr.ino, type: TYPE_BITS[e.kind], node });
       } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;
@@ -901,7 +950,7 @@ export class Vfs {
       if (++seen > limits.entries || files >= limits.files || bytes >= limits.bytes) break;
       if (e.kind !== EntryKind.File || e.size === 0 || e.size > limits.fileBytes) continue;
       const fileId = nodeIdOf(['entry', snap.id, [parentPath, e.name]]);
-      if (skip(fileId)) continue;
+      if (skip(fileId) || this.idTakenByOther(fileId, snap, parentPath, e.name)) continue;
       const size = e.size;
       let chunks: StoredChunk[];
       try {
@@ -910,7 +959,7 @@ export class Vfs {
         continue; // damaged or missing: the reader of that file gets the error itself
       }
       if (chunks.length === 0) continue; // all hole: nothing to assemble, reads cost nothing
-      if (!use(fileId, size, chunks)) break;
+      if (!use(fileId, this.entryIno(snap, [parentPath, e.name], e), size, chunks)) break;
       files++;
       bytes += size;
       // Let the requests that came meanwhile in: the reader may already want one of these.

@@ -20,6 +20,7 @@ typedef struct {
 
 typedef struct {
   uint64_t id; /* 0: free (node ids are never 0) */
+  uint64_t owner; /* st_ino of the entry the id was last given for (fc_node_is) */
   fc_attr attr;
   uint32_t flags;
   double timeout;
@@ -186,12 +187,59 @@ static fc_entry *slot(fc_cache *c, uint64_t id) {
   return e;
 }
 
+/* Whether cached attributes and `st` describe the same version of the same entry:
+ * the mount's inode numbers and ctimes (the publication time of the version) tell. */
+static bool same_entry(const fc_attr *a, const struct stat *st) {
+  return a->ino == (uint64_t)st->st_ino && a->mode == st->st_mode && a->size == (uint64_t)st->st_size &&
+         a->ctime == st->st_ctim.tv_sec && a->ctime_ns == (uint32_t)st->st_ctim.tv_nsec;
+}
+
+bool fc_same_node(fc_cache *c, uint64_t id, const struct stat *st) {
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  bool same = e && (e->flags & F_ATTR) && e->owner == (uint64_t)st->st_ino && same_entry(&e->attr, st);
+  pthread_mutex_unlock(&c->lock);
+  return same;
+}
+
+bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino) {
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  bool is = e && e->owner == ino;
+  pthread_mutex_unlock(&c->lock);
+  return is;
+}
+
+bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino) {
+  if (!id) return false;
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  /* The kernel may hold the id as that other entry (a lookup answered here
+   * that JS has yet to hear of): it keeps it. */
+  bool other = e && (e->flags & F_ATTR) && e->owner != ino;
+  if (!other && (!e || e->owner != ino)) {
+    e = slot(c, id);
+    entry_reset(e);
+    e->id = id;
+    e->owner = ino;
+  }
+  pthread_mutex_unlock(&c->lock);
+  return !other;
+}
+
 void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
                  bool immutable, bool no_xattrs) {
   if (!id || (!immutable && !no_xattrs)) return;
   pthread_mutex_lock(&c->lock);
   fc_entry *e = slot(c, id);
+  /* Another entry under the same id (ids are hashes: see fc_same_node): nothing
+   * known about the one before (no-xattrs, link target) holds for this one. */
+  if (immutable && ((e->flags & F_ATTR) ? !same_entry(&e->attr, st) : e->owner && e->owner != (uint64_t)st->st_ino)) {
+    entry_reset(e);
+    e->id = id;
+  }
   if (immutable) {
+    e->owner = (uint64_t)st->st_ino;
     attr_pack(&e->attr, st);
     e->timeout = timeout;
     e->flags |= F_ATTR;

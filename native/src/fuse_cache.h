@@ -35,6 +35,23 @@ void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout
 void fc_put_link(fc_cache *c, uint64_t id, const char *target, double valid_s);
 
 bool fc_get_attr(fc_cache *c, uint64_t id, struct stat *st, double *timeout);
+
+/* Whether the attributes held for node `id` are `st`'s entry's (inode number,
+ * type, size and ctime); false when none are held. Node ids are 64-bit hashes
+ * of (snapshot, path): in the rare collision, a name listed before JS gave its
+ * id to another entry must not be answered here. */
+bool fc_same_node(fc_cache *c, uint64_t id, const struct stat *st);
+
+/* Whether node `id` was last given (a reply, a listing the kernel got, or
+ * fc_claim) for the entry with inode number `ino`: content read ahead for an
+ * entry is served or pushed under its node id only then (fcc_blob.owner). */
+bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino);
+
+/* Records that JS reads ahead under node `id` the entry with inode number
+ * `ino` (JS found the id free or already that entry's). False, and nothing
+ * changed, when attributes of another entry are held under the id: the
+ * kernel may know it as that one (a lookup JS has yet to hear of). */
+bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino);
 bool fc_no_xattrs(fc_cache *c, uint64_t id);
 
 /* Copies the target into buf (cap bytes incl. NUL); false on a miss, an

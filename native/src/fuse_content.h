@@ -23,6 +23,10 @@ typedef struct fcc_store fcc_store;
 typedef struct fcc_blob {
   _Atomic unsigned refs;
   size_t len;
+  /* The inode number (st_ino) of the entry whose content this is: node ids
+   * are hashes and may, rarely, come to name another entry, so whoever
+   * serves the bytes for a node checks that it still names this one. */
+  uint64_t owner;
   char data[];
 } fcc_blob;
 

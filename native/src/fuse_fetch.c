@@ -25,7 +25,7 @@ typedef struct ff_parked {
 
 typedef struct ff_job {
   struct ff_job *next;
-  uint64_t node, size, generation;
+  uint64_t node, owner, size, generation;
   size_t count;
   ff_chunk *chunks;   /* fds are the job's own duplicates */
   ff_parked *parked;  /* requests waiting for it (ff_park) */
@@ -93,6 +93,7 @@ static bool id_matches(const ff_fetcher *f, const uint8_t *raw, size_t len, cons
 static fcc_blob *assemble(const ff_fetcher *f, const ff_job *j, ZSTD_DCtx *dctx, uint8_t **buf, size_t *cap) {
   fcc_blob *b = fcc_blob_zeroed((size_t)j->size);
   if (!b) return NULL;
+  b->owner = j->owner;
   for (size_t i = 0; i < j->count; i++) {
     const ff_chunk *c = &j->chunks[i];
     if (c->file_offset > j->size || c->raw_len > j->size - c->file_offset) goto fail;
@@ -262,7 +263,7 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
   return f;
 }
 
-bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunks, size_t count) {
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const ff_chunk *chunks, size_t count) {
   if (size == 0 || size > f->budget || count == 0) return false;
   pthread_mutex_lock(&f->lock);
   bool room = !f->stopping && f->held + size <= f->budget;
@@ -277,6 +278,7 @@ bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunk
   memcpy(copy, chunks, count * sizeof *copy);
   j->chunks = copy;
   j->node = node;
+  j->owner = owner;
   j->size = size;
   /* One duplicate per run of chunks in the same pack. */
   for (size_t i = 0; i < count; i++) {

@@ -51,8 +51,9 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
                      ff_deliver deliver, ff_unpark unpark, void *ctx);
 
 /* Queues node `node`'s content: `size` bytes, the chunks given (holes between
- * them read as zeros). False when over budget or out of descriptors/memory. */
-bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t size, const ff_chunk *chunks, size_t count);
+ * them read as zeros), of the entry whose st_ino is `owner` (fcc_blob.owner).
+ * False when over budget or out of descriptors/memory. */
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const ff_chunk *chunks, size_t count);
 
 /* Holds `item` (a request for node `node`'s content) until the node's content
  * is delivered or dropped, if it is queued or being assembled: true then, and

@@ -386,7 +386,8 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   bool no_xattrs;
   size_t n = strlen(name);
   if (s->names && reserve_ref(s, n) &&
-      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs)) {
+      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs) &&
+      fc_same_node(s->cache, id, &e.attr)) {
     e.ino = (fuse_ino_t)id;
     e.generation = 0;
     e.attr_timeout = e.entry_timeout = timeout;
@@ -509,6 +510,10 @@ static bool read_stored(fl_session *s, fuse_req_t req, uint64_t ino, size_t size
   size_t n;
   fcc_blob *content;
   if (off < 0 || !fcc_take(s->content, ino, (uint64_t)off, size, &bytes, &n, &content)) return false;
+  if (!fc_node_is(s->cache, ino, content->owner)) {
+    fcc_blob_unref(content); /* read ahead for an entry this node id no longer names */
+    return false;
+  }
   /* Not under the store's lock: the reply wakes the reader, which takes a
    * while here, and JS fills the store meanwhile. */
   lf.fuse_reply_buf(req, bytes, n);
@@ -1641,7 +1646,8 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
 static void deliver_fetched(void *ctx, uint64_t node, fcc_blob *content) {
   fl_session *s = ctx;
   fcc_put(s->content, node, content);
-  if (s->pusher) fp_offer(s->pusher, node, content);
+  /* Pushed only to a node the kernel got as this entry (reads check it too). */
+  if (s->pusher && fc_node_is(s->cache, node, content->owner)) fp_offer(s->pusher, node, content);
 }
 
 /* fetchWith(session, secret: Uint8Array): starts the threads that assemble
@@ -1660,30 +1666,34 @@ static napi_value fl_fetch_with(napi_env env, napi_callback_info info) {
   return js_bool(env, s->fetcher != NULL);
 }
 
-/* offerStoredContent(session, node: bigint, size: number, chunks: Uint8Array):
- * the whole content of a file of snapshot content, which the fetcher's threads
+/* offerStoredContent(session, node: bigint, owner: bigint, size: number, chunks: Uint8Array):
+ * the whole content of a file of snapshot content (its st_ino: owner), which the fetcher's threads
  * read from the chunks given (records: STORED_CHUNK_BYTES each), decompress
  * and verify, then deliver (deliver_fetched). False when not taken (no
- * fetcher, over budget, memory short). */
+ * fetcher, over budget, memory short, or the id names another entry: fc_claim). */
 static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!sn_get_args(env, info, 4, argv, "offerStoredContent")) return NULL;
+  napi_value argv[5];
+  if (!sn_get_args(env, info, 5, argv, "offerStoredContent")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  uint64_t id;
+  uint64_t id, owner;
   bool lossless;
   if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok || !lossless) {
     throw_type(env, "node", "a bigint node id");
     return NULL;
   }
+  if (napi_get_value_bigint_uint64(env, argv[2], &owner, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "owner", "a bigint inode number");
+    return NULL;
+  }
   double size;
-  if (napi_get_value_double(env, argv[2], &size) != napi_ok || !(size > 0) || size > (double)UINT32_MAX) {
+  if (napi_get_value_double(env, argv[3], &size) != napi_ok || !(size > 0) || size > (double)UINT32_MAX) {
     throw_type(env, "size", "a positive file size");
     return NULL;
   }
   const uint8_t *p;
   size_t len;
-  if (!sn_get_bytes(env, argv[3], "chunks", &p, &len)) return NULL;
+  if (!sn_get_bytes(env, argv[4], "chunks", &p, &len)) return NULL;
   if (len == 0 || len % STORED_CHUNK_BYTES != 0) {
     throw_type(env, "chunks", "whole 48-byte chunk records");
     return NULL;
@@ -1705,7 +1715,7 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
     memcpy(&chunks[i].file_offset, p + 24, 8);
     memcpy(chunks[i].id, p + 32, 16);
   }
-  bool taken = ff_offer(s->fetcher, id, (uint64_t)size, chunks, count);
+  bool taken = fc_claim(s->cache, id, owner) && ff_offer(s->fetcher, id, owner, (uint64_t)size, chunks, count);
   free(chunks);
   return js_bool(env, taken);
 }
@@ -2168,8 +2178,12 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
     }
     if (need > (size_t)size - used) break;
     used += need;
-    if (has_node > 0)
+    /* The node goes in too: a name is answered only while its id was last given
+     * for it (fc_same_node); READDIRPLUS hands the kernel the node itself. */
+    if (has_node > 0 && !is_dot_name(name)) {
       fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
+      fc_put_node(it->s->cache, node.id, &node.st, node.timeout, true, node.no_xattrs);
+    }
   }
   napi_value r;
   if (lf.fuse_reply_buf(fl_claim(it), buf, used) != 0) count = 0;
