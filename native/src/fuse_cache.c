@@ -194,14 +194,6 @@ static bool same_entry(const fc_attr *a, const struct stat *st) {
          a->ctime == st->st_ctim.tv_sec && a->ctime_ns == (uint32_t)st->st_ctim.tv_nsec;
 }
 
-bool fc_same_node(fc_cache *c, uint64_t id, const struct stat *st) {
-  pthread_mutex_lock(&c->lock);
-  fc_entry *e = find(c, id);
-  bool same = e && (e->flags & F_ATTR) && e->owner == (uint64_t)st->st_ino && same_entry(&e->attr, st);
-  pthread_mutex_unlock(&c->lock);
-  return same;
-}
-
 bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino) {
   pthread_mutex_lock(&c->lock);
   fc_entry *e = find(c, id);
@@ -227,13 +219,12 @@ bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino) {
   return !other;
 }
 
-void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
-                 bool immutable, bool no_xattrs) {
-  if (!id || (!immutable && !no_xattrs)) return;
-  pthread_mutex_lock(&c->lock);
+/* fc_put_node's work; caller holds the lock. */
+static void put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                     bool immutable, bool no_xattrs) {
   fc_entry *e = slot(c, id);
-  /* Another entry under the same id (ids are hashes: see fc_same_node): nothing
-   * known about the one before (no-xattrs, link target) holds for this one. */
+  /* Another entry under the same id (ids are hashes): nothing known about the
+   * one before (no-xattrs, link target) holds for this one. */
   if (immutable && ((e->flags & F_ATTR) ? !same_entry(&e->attr, st) : e->owner && e->owner != (uint64_t)st->st_ino)) {
     entry_reset(e);
     e->id = id;
@@ -245,6 +236,13 @@ void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout
     e->flags |= F_ATTR;
   }
   if (no_xattrs) e->flags |= F_NO_XATTRS;
+}
+
+void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                 bool immutable, bool no_xattrs) {
+  if (!id || (!immutable && !no_xattrs)) return;
+  pthread_mutex_lock(&c->lock);
+  put_node(c, id, st, timeout, immutable, no_xattrs);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -345,6 +343,7 @@ void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
   attr_pack(&n->attr, st);
   n->timeout = timeout;
   n->no_xattrs = no_xattrs;
+  put_node(c, id, st, timeout, true, no_xattrs);
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -357,11 +356,18 @@ bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
   for (int w = 0; w < WAYS; w++) {
     fc_name *n = &s->way[w];
     if (n->parent == parent && n->hash == h && strcmp(n->name, name) == 0) {
-      *id = n->id;
-      attr_unpack(&n->attr, st);
-      *timeout = n->timeout;
-      *no_xattrs = n->no_xattrs;
-      hit = true;
+      /* Only while the id is still given for this entry (ids are hashes: JS
+       * may have given it to another since; fc_put_name put both). */
+      fc_entry *e = find(c, n->id);
+      if (e && (e->flags & F_ATTR) && e->owner == n->attr.ino && e->attr.ino == n->attr.ino &&
+          e->attr.mode == n->attr.mode && e->attr.size == n->attr.size &&
+          e->attr.ctime == n->attr.ctime && e->attr.ctime_ns == n->attr.ctime_ns) {
+        *id = n->id;
+        attr_unpack(&n->attr, st);
+        *timeout = n->timeout;
+        *no_xattrs = n->no_xattrs;
+        hit = true;
+      }
       break;
     }
   }

@@ -36,11 +36,6 @@ void fc_put_link(fc_cache *c, uint64_t id, const char *target, double valid_s);
 
 bool fc_get_attr(fc_cache *c, uint64_t id, struct stat *st, double *timeout);
 
-/* Whether the attributes held for node `id` are `st`'s entry's (inode number,
- * type, size and ctime); false when none are held. Node ids are 64-bit hashes
- * of (snapshot, path): in the rare collision, a name listed before JS gave its
- * id to another entry must not be answered here. */
-bool fc_same_node(fc_cache *c, uint64_t id, const struct stat *st);
 
 /* Whether node `id` was last given (a reply, a listing the kernel got, or
  * fc_claim) for the entry with inode number `ino`: content read ahead for an
@@ -62,7 +57,11 @@ bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap);
  * the answer a lookup of that name gets: node `id`, attributes `st` cached by
  * the kernel for `timeout` seconds (entry and attributes), and whether it has
  * no xattrs. A lookup answered from here needs no trip to JS. Bounded like
- * the node table: a separate set-associative table of capacity / 4 names. */
+ * the node table: a separate set-associative table of capacity / 4 names.
+ * The node goes into the node table too (as fc_put_node), and fc_get_name
+ * finds a name only while its id is still given for that entry (inode number,
+ * type, size and ctime): node ids are 64-bit hashes of (snapshot, path), and
+ * in the rare collision JS may give a listed name's id to another entry. */
 void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
                  const struct stat *st, double timeout, bool no_xattrs);
 bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,

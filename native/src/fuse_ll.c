@@ -386,12 +386,10 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   bool no_xattrs;
   size_t n = strlen(name);
   if (s->names && reserve_ref(s, n) &&
-      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs) &&
-      fc_same_node(s->cache, id, &e.attr)) {
+      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs)) {
     e.ino = (fuse_ino_t)id;
     e.generation = 0;
     e.attr_timeout = e.entry_timeout = timeout;
-    fc_put_node(s->cache, id, &e.attr, timeout, true, no_xattrs);
     /* Not taken (interrupted): the kernel holds no reference. */
     if (lf.fuse_reply_entry(req, &e) == 0) add_ref(s, id, parent, name, n);
     return;
@@ -1646,8 +1644,11 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
 static void deliver_fetched(void *ctx, uint64_t node, fcc_blob *content) {
   fl_session *s = ctx;
   fcc_put(s->content, node, content);
-  /* Pushed only to a node the kernel got as this entry (reads check it too). */
-  if (s->pusher && fc_node_is(s->cache, node, content->owner)) fp_offer(s->pusher, node, content);
+  /* The offer claimed the id for this file (fc_claim) and reads from the store
+   * check it again (read_stored); a push is not checked again here, under the
+   * fetcher's lock, for an id JS would have given to another entry in the
+   * milliseconds since the offer (docs/mount.md, "Two entries, one node id"). */
+  if (s->pusher) fp_offer(s->pusher, node, content);
 }
 
 /* fetchWith(session, secret: Uint8Array): starts the threads that assemble
@@ -2178,12 +2179,9 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
     }
     if (need > (size_t)size - used) break;
     used += need;
-    /* The node goes in too: a name is answered only while its id was last given
-     * for it (fc_same_node); READDIRPLUS hands the kernel the node itself. */
-    if (has_node > 0 && !is_dot_name(name)) {
+    /* With its node (READDIRPLUS hands the kernel the node itself). */
+    if (has_node > 0 && !is_dot_name(name))
       fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
-      fc_put_node(it->s->cache, node.id, &node.st, node.timeout, true, node.no_xattrs);
-    }
   }
   napi_value r;
   if (lf.fuse_reply_buf(fl_claim(it), buf, used) != 0) count = 0;
