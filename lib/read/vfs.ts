@@ -551,14 +551,26 @@ export class Vfs {
   }
 
   private sourceNode(prefix: string): Node {
-    return this.remember({ type: 'source', id: nodeIdOf(['source', prefix]), prefix });
+    return this.syntheticNode({ type: 'source', id: nodeIdOf(['source', prefix]), prefix }, (k) => k.type === 'source' && k.prefix === prefix);
+  }
+
+  private lastNode(prefix: string): Node {
+    return this.syntheticNode({ type: 'last', id: nodeIdOf(['last', prefix]), source: prefix }, (k) => k.type === 'last' && k.source === prefix);
   }
 
   private snapshotNode(snap: SnapshotRecord): Node & { type: 'snapshot' } {
-    const id = nodeIdOf(['snapshot', snap.id]);
-    const known = this.cachedNode(id);
-    if (known && known.type === 'snapshot' && known.snap.id === snap.id) return known;
-    return this.remember({ type: 'snapshot', id, snap });
+    return this.syntheticNode({ type: 'snapshot', id: nodeIdOf(['snapshot', snap.id]), snap }, (k) => k.type === 'snapshot' && k.snap.id === snap.id);
+  }
+
+  /**
+   * `n`, or the node in memory that `same` recognizes as it; refused (EIO) when its id
+   * names another node in memory or one the kernel holds, as entryNode does.
+   */
+  private syntheticNode<N extends Node>(n: N, same: (known: Node) => boolean): N {
+    const known = this.cachedNode(n.id);
+    if (known && same(known)) return known as N;
+    if (known || this.pins.has(n.id)) throw new SnapfsError('NODE_ID_COLLISION', `node id ${n.id} names another entry the mount holds; refused until that one is forgotten`);
+    return this.remember(n);
   }
 
   private entryNode(snap: SnapshotRecord, parentPath: Buffer, entry: TreeEntry, parentIno: bigint): Node & { type: 'entry' } {
@@ -733,7 +745,7 @@ export class Vfs {
         if (!Buffer.from(s, 'utf8').equals(name)) throw notFound(s);
         if (l.snapshots.length > 0) {
           if (s === 'last') {
-            const n = this.remember({ type: 'last', id: nodeIdOf(['last', prefix]), source: prefix } as const);
+            const n = this.lastNode(prefix);
             return { id: n.id, attr: this.lastAttr(prefix) };
           }
           const snap = l.byName.get(s);
