@@ -240,9 +240,10 @@ export interface FuseSession {
    * end (a bounded store, oldest first out); with pushContent, the kernel also gets its
    * pages (those reads are then not even sent, unless it let the pages go). A file with a
    * chunk that fails is dropped: its reads reach the handlers, which report the damage.
-   * `ino`: the file's st_ino; its bytes are served or pushed under `node` only while the
-   * kernel knows `node` by attributes with that inode number (node ids are hashes, and
-   * may rarely come to name another entry). False when not taken.
+   * `ino`: the file's st_ino. The offer is not taken when the binding holds `node` as
+   * another entry's (node ids are hashes, and may rarely come to name another entry), and
+   * its bytes are served from the store under `node` only while that still holds for `ino`;
+   * pushes are checked at the offer only. False when not taken.
    */
   offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
 }

@@ -227,9 +227,14 @@ function nodeIdOf(parts: HashPart[]): bigint {
   return h <= 1n ? h + 2n : h;
 }
 
-function idCollision(snap: SnapshotRecord, parentPath: Buffer, name: Buffer, id: bigint): SnapfsError {
+/** `what` (a path in the mount) hashed to node id `id`, which names another entry the mount holds. */
+function idCollision(what: string, id: bigint): SnapfsError {
+  return new SnapfsError('NODE_ID_COLLISION', `${what}: its node id ${id} names another entry the mount holds; refused until that one is forgotten`);
+}
+
+function entryCollision(snap: SnapshotRecord, parentPath: Buffer, name: Buffer, id: bigint): SnapfsError {
   const path = parentPath.length ? `${parentPath.toString('utf8')}/${name.toString('utf8')}` : name.toString('utf8');
-  return new SnapfsError('NODE_ID_COLLISION', `${snap.source}/${snap.name}/${path}: its node id ${id} names another entry the mount holds; refused until that one is forgotten`);
+  return idCollision(`${snap.source}/${snap.name}/${path}`, id);
 }
 
 function notFound(what: string): SnapfsError {
@@ -511,7 +516,7 @@ export class Vfs {
       // Only listings of names whose id was free carry nodes, but an id can be taken
       // between the listing and this lookup. A node the kernel does not hold yields; one
       // it holds cannot, and the kernel now has one inode for both names.
-      if (this.pinned.has(id) || this.pins.has(id)) throw idCollision(snap, parentPath, name, id);
+      if (this.pinned.has(id) || this.pins.has(id)) throw entryCollision(snap, parentPath, name, id);
       this.nodes.delete(id);
     }
     this.pins.add(id, this.pinSnapNumber(snap), path);
@@ -551,25 +556,25 @@ export class Vfs {
   }
 
   private sourceNode(prefix: string): Node {
-    return this.syntheticNode({ type: 'source', id: nodeIdOf(['source', prefix]), prefix }, (k) => k.type === 'source' && k.prefix === prefix);
+    return this.syntheticNode({ type: 'source', id: nodeIdOf(['source', prefix]), prefix }, prefix || '/', (k) => k.type === 'source' && k.prefix === prefix);
   }
 
   private lastNode(prefix: string): Node {
-    return this.syntheticNode({ type: 'last', id: nodeIdOf(['last', prefix]), source: prefix }, (k) => k.type === 'last' && k.source === prefix);
+    return this.syntheticNode({ type: 'last', id: nodeIdOf(['last', prefix]), source: prefix }, `${prefix}/last`, (k) => k.type === 'last' && k.source === prefix);
   }
 
   private snapshotNode(snap: SnapshotRecord): Node & { type: 'snapshot' } {
-    return this.syntheticNode({ type: 'snapshot', id: nodeIdOf(['snapshot', snap.id]), snap }, (k) => k.type === 'snapshot' && k.snap.id === snap.id);
+    return this.syntheticNode({ type: 'snapshot', id: nodeIdOf(['snapshot', snap.id]), snap }, `${snap.source}/${snap.name}`, (k) => k.type === 'snapshot' && k.snap.id === snap.id);
   }
 
   /**
-   * `n`, or the node in memory that `same` recognizes as it; refused (EIO) when its id
+   * `n` (`what`, its path in the mount), or the node in memory that `same` recognizes as it; refused (EIO) when its id
    * names another node in memory or one the kernel holds, as entryNode does.
    */
-  private syntheticNode<N extends Node>(n: N, same: (known: Node) => boolean): N {
+  private syntheticNode<N extends Node>(n: N, what: string, same: (known: Node) => boolean): N {
     const known = this.cachedNode(n.id);
     if (known && same(known)) return known as N;
-    if (known || this.pins.has(n.id)) throw new SnapfsError('NODE_ID_COLLISION', `node id ${n.id} names another entry the mount holds; refused until that one is forgotten`);
+    if (known || this.pins.has(n.id)) throw idCollision(what, n.id);
     return this.remember(n);
   }
 
@@ -577,7 +582,7 @@ export class Vfs {
     const id = nodeIdOf(['entry', snap.id, parentPath.length ? [parentPath, entry.name] : entry.name]);
     const known = this.nodes.get(id);
     if (known && known.type === 'entry' && known.snap.id === snap.id && isChildPath(known.path, parentPath, entry.name)) return known;
-    if (this.idTakenByOther(id, snap, parentPath, entry.name)) throw idCollision(snap, parentPath, entry.name, id);
+    if (this.idTakenByOther(id, snap, parentPath, entry.name)) throw entryCollision(snap, parentPath, entry.name, id);
     const own = detachEntry(parentPath, entry);
     // Read state kept by id from an entry that had the id before (forgotten since).
     const read = this.nodeReads.get(id);

@@ -187,11 +187,11 @@ static fc_entry *slot(fc_cache *c, uint64_t id) {
   return e;
 }
 
-/* Whether cached attributes and `st` describe the same version of the same entry:
+/* Whether two attribute records describe the same version of the same entry:
  * the mount's inode numbers and ctimes (the publication time of the version) tell. */
-static bool same_entry(const fc_attr *a, const struct stat *st) {
-  return a->ino == (uint64_t)st->st_ino && a->mode == st->st_mode && a->size == (uint64_t)st->st_size &&
-         a->ctime == st->st_ctim.tv_sec && a->ctime_ns == (uint32_t)st->st_ctim.tv_nsec;
+static bool same_version(const fc_attr *a, const fc_attr *b) {
+  return a->ino == b->ino && a->mode == b->mode && a->size == b->size && a->ctime == b->ctime &&
+         a->ctime_ns == b->ctime_ns;
 }
 
 bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino) {
@@ -223,15 +223,17 @@ bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino) {
 static void put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
                      bool immutable, bool no_xattrs) {
   fc_entry *e = slot(c, id);
+  fc_attr given;
+  attr_pack(&given, st);
   /* Another entry under the same id (ids are hashes): nothing known about the
    * one before (no-xattrs, link target) holds for this one. */
-  if (immutable && ((e->flags & F_ATTR) ? !same_entry(&e->attr, st) : e->owner && e->owner != (uint64_t)st->st_ino)) {
+  if (immutable && ((e->flags & F_ATTR) ? !same_version(&e->attr, &given) : e->owner && e->owner != given.ino)) {
     entry_reset(e);
     e->id = id;
   }
   if (immutable) {
-    e->owner = (uint64_t)st->st_ino;
-    attr_pack(&e->attr, st);
+    e->owner = given.ino;
+    e->attr = given;
     e->timeout = timeout;
     e->flags |= F_ATTR;
   }
@@ -359,9 +361,7 @@ bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
       /* Only while the id is still given for this entry (ids are hashes: JS
        * may have given it to another since; fc_put_name put both). */
       fc_entry *e = find(c, n->id);
-      if (e && (e->flags & F_ATTR) && e->owner == n->attr.ino && e->attr.ino == n->attr.ino &&
-          e->attr.mode == n->attr.mode && e->attr.size == n->attr.size &&
-          e->attr.ctime == n->attr.ctime && e->attr.ctime_ns == n->attr.ctime_ns) {
+      if (e && (e->flags & F_ATTR) && e->owner == n->attr.ino && same_version(&e->attr, &n->attr)) {
         *id = n->id;
         attr_unpack(&n->attr, st);
         *timeout = n->timeout;

@@ -35,11 +35,17 @@ void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout
 void fc_put_link(fc_cache *c, uint64_t id, const char *target, double valid_s);
 
 bool fc_get_attr(fc_cache *c, uint64_t id, struct stat *st, double *timeout);
+/* Whether JS said node `id` has no extended attributes. */
+bool fc_no_xattrs(fc_cache *c, uint64_t id);
 
+/* Copies the target into buf (cap bytes incl. NUL); false on a miss, an
+ * expired target or one that does not fit. */
+bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap);
 
 /* Whether node `id` was last given (a reply, a listing the kernel got, or
  * fc_claim) for the entry with inode number `ino`: content read ahead for an
- * entry is served or pushed under its node id only then (fcc_blob.owner). */
+ * entry is served from the store under its node id only then (fcc_blob.owner);
+ * pushes are checked once, when the content is offered (fc_claim). */
 bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino);
 
 /* Records that JS reads ahead under node `id` the entry with inode number
@@ -47,11 +53,6 @@ bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino);
  * changed, when attributes of another entry are held under the id: the
  * kernel may know it as that one (a lookup JS has yet to hear of). */
 bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino);
-bool fc_no_xattrs(fc_cache *c, uint64_t id);
-
-/* Copies the target into buf (cap bytes incl. NUL); false on a miss, an
- * expired target or one that does not fit. */
-bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap);
 
 /* Names JS listed in a directory of immutable content (a readdir reply), with
  * the answer a lookup of that name gets: node `id`, attributes `st` cached by
