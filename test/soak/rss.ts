@@ -16,18 +16,29 @@ export const RSS_GROWTH_SLACK_BYTES = 50 * MiB;
 export interface RssSample {
   /** Milliseconds since the sampler started. */
   atMs: number;
+  /** VmRSS: what the rule judges. */
   bytes: number;
+  /** RssAnon: the heap and malloc, memory only the process holds. */
+  anonBytes: number;
+  /** RssFile: mapped file pages resident (the LMDB index, libraries): page cache, shared
+   * and reclaimable, and it grows with the index the server reads. */
+  fileBytes: number;
 }
 
-/** VmRSS of `pid` in bytes, or undefined once the process is gone. */
-export async function rssOf(pid: number): Promise<number | undefined> {
+/** The resident memory of `pid` from /proc, or undefined once the process is gone. */
+export async function rssOf(pid: number): Promise<Omit<RssSample, 'atMs'> | undefined> {
+  let status: string;
   try {
-    const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
-    const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
-    return kb === undefined ? undefined : Number(kb) * 1024;
+    status = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
   } catch {
     return undefined;
   }
+  const kib = (field: string): number | undefined => {
+    const v = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1];
+    return v === undefined ? undefined : Number(v) * 1024;
+  };
+  const bytes = kib('VmRSS');
+  return bytes === undefined ? undefined : { bytes, anonBytes: kib('RssAnon') ?? 0, fileBytes: kib('RssFile') ?? 0 };
 }
 
 /** Samples a process's RSS every `everyMs` until stop(). */
@@ -43,8 +54,8 @@ export class RssSampler {
 
   private async sample(): Promise<void> {
     const atMs = Date.now() - this.started;
-    const bytes = await rssOf(this.pid);
-    if (bytes !== undefined) this.samples.push({ atMs, bytes });
+    const rss = await rssOf(this.pid);
+    if (rss !== undefined) this.samples.push({ atMs, ...rss });
   }
 
   stop(): RssSample[] {

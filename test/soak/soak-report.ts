@@ -25,6 +25,8 @@ export function formatSoakResult(r: SoakResult): string {
     rows.push(['  first third', `median ${mib(s.firstThird.median)}, max ${mib(s.firstThird.max)}`]);
     rows.push(['  last third', `median ${mib(s.lastThird.median)}, max ${mib(s.lastThird.max)}`]);
     rows.push(['  limit', `${mib(s.limit)}: ${s.bounded ? 'bounded' : 'EXCEEDED'}`]);
+    rows.push(['  anon (heap, malloc)', split(r, 'anonBytes')]);
+    rows.push(['  file (index pages)', split(r, 'fileBytes')]);
     rows.push(['  over time', rssOverTime(r)]);
   }
   rows.push(['errors', String(r.errors.length)]);
@@ -34,9 +36,20 @@ export function formatSoakResult(r: SoakResult): string {
   return lines.join('\n');
 }
 
+/** One part of the RSS: its median in the first and last third of the run, and its largest sample. */
+function split(r: SoakResult, part: 'anonBytes' | 'fileBytes'): string {
+  const samples = r.rss.samples;
+  const span = samples.at(-1)?.atMs ?? 0;
+  const medianOf = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const first = samples.filter((x) => x.atMs <= span / 3).map((x) => x[part]);
+  const last = samples.filter((x) => x.atMs >= (2 * span) / 3).map((x) => x[part]);
+  return `median ${mib(medianOf(first))} in the first third, ${mib(medianOf(last))} in the last; max ${mib(Math.max(...samples.map((x) => x[part])))}`;
+}
+
 function rssOverTime(r: SoakResult): string {
   const samples = r.rss.samples;
   const step = Math.max(1, Math.floor(samples.length / RSS_POINTS));
   const picked = samples.filter((_, i) => i % step === 0 || i === samples.length - 1);
-  return picked.map((p) => `${Math.round(p.atMs / 1000)}s ${(p.bytes / MiB).toFixed(0)}`).join(', ') + ' (MiB)';
+  const mb = (n: number): string => (n / MiB).toFixed(0);
+  return picked.map((p) => `${Math.round(p.atMs / 1000)}s ${mb(p.bytes)} (${mb(p.anonBytes)}+${mb(p.fileBytes)})`).join(', ') + ' (MiB: RSS (anon+file))';
 }

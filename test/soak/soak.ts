@@ -72,6 +72,8 @@ const DAY_MS = 86_400_000;
 const FIRST_DAY_MS = Date.parse('2030-01-01T12:00:00Z');
 const WORKER_ANSWER_MS = 120_000;
 const RSS_EVERY_MS = 2000;
+/** Every so many backups the server is asked for its memory line (SIGUSR2), logged at the end. */
+const MEMORY_LINE_EVERY = 20;
 /** A reader that has not finished a walk for this long is stuck: the mount hangs. */
 const READER_STALL_MS = 180_000;
 
@@ -173,6 +175,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         await maintain(k / settings.maintenanceEvery - 1);
       }
       if (Date.now() - lastWalkAt > READER_STALL_MS) throw new Error(`the reader has not finished a walk for ${READER_STALL_MS / 1000} s: the mount hangs`);
+      if (k % MEMORY_LINE_EVERY === 0) mount.child.kill('SIGUSR2');
       if (k % 10 === 0) log(`${Math.round((Date.now() - started) / 1000)} s: ${result.backups} backups, ${walks.length} walks, ${result.errors.length} errors`);
     }
 
@@ -181,6 +184,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     mutator.send({ type: 'stop' });
     result.mutations = (await mutator.next('stopped', WORKER_ANSWER_MS)).counts;
     if (mount.child.exitCode !== null || mount.child.signalCode !== null) problem('mount', `the server exited during the run:\n${mount.child.output().stderr}`);
+    // Where the server's memory goes (heap, buffers, nodes the kernel holds), over the run.
+    for (const line of mount.child.output().stderr.split('\n')) if (line.includes('memory: rss')) log(`server ${line.trim()}`);
     for (const w of walks) classifyWalk(result.reads, w, forgottenAt, (m) => problem('reader', m));
     const list = await runSnapfs(['snapshots', dirs.repo, '--json']);
     result.snapshotsLeft = list.json.snapshots.length;
