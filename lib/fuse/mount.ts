@@ -12,6 +12,7 @@ import { SnapfsError, errnoCode } from '../errors.js';
 import { loadFuseNative, FuseNativeInstance } from './native.js';
 import { FuseOperations } from './operations.js';
 import { lowLevelHandlers } from './lowlevel.js';
+import { HeldNodesTrim, heldNodesBudget } from './held-nodes.js';
 import { mountLowLevel, FuseSession } from '../platform/libfuse.js';
 
 /** Attribute and entry timeout (seconds): see docs/mount.md, "Caching". */
@@ -263,11 +264,16 @@ export class MountedFs {
     const releaseLoop = (): void => {
       if (!session.isClosed) session.unmount({ force: true }).catch(() => undefined);
     };
-    // A forgotten snapshot's content must not keep being answered by the binding.
+    // A forgotten snapshot's content must not keep being answered by the binding, and
+    // the kernel may let go of its nodes.
     const live = session;
-    vfs.onSnapshotsRemoved(() => live.dropCached());
+    const held = new HeldNodesTrim(vfs, live, { budgetNodes: heldNodesBudget() });
+    vfs.onSnapshotsRemoved(() => {
+      live.dropCached();
+      held.releaseForgotten();
+    });
     const m = new MountedFs(mountPoint, options, releaseLoop, entry.id, 'lowlevel', () => live.requestCounts());
-    session.closed.then(() => m.markGone(), () => m.markGone());
+    session.closed.then(() => m.markGone(), () => m.markGone()).finally(() => held.stop());
     m.watch();
     return m;
   }

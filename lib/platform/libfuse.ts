@@ -246,6 +246,14 @@ export interface FuseSession {
    * pushes are checked at the offer only. False when not taken.
    */
   offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
+  /**
+   * Asks the kernel (FUSE_NOTIFY_INVAL_ENTRY, from a thread of the binding's) to drop its
+   * cached entry `name` in directory node `parent` and, for a directory, every entry cached
+   * below it that nothing uses, forgetting their nodes (FORGET follows). A later access
+   * only looks the names up again. False when not queued (too many waiting, or the
+   * session ended); the kernel answering that it had nothing cached is not an error.
+   */
+  invalidateEntry(parent: bigint, name: Uint8Array): boolean;
 }
 
 /** Where one chunk of a file is stored (offerStoredContent). */
@@ -295,6 +303,8 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   69: 'files failed to assemble',
   // READs of a file offered but not assembled yet, held until it was (or was dropped).
   70: 'READ that waited for the read-ahead',
+  // invalidateEntry calls for names the kernel had cached.
+  71: 'entries invalidated',
 };
 
 interface Binding {
@@ -307,6 +317,7 @@ interface Binding {
   requestCounts(session: object): number[];
   fetchWith(session: object, secret: Uint8Array): boolean;
   offerStoredContent(session: object, node: bigint, ino: bigint, size: number, chunks: Uint8Array): boolean;
+  invalidateEntry(session: object, parent: bigint, name: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -572,6 +583,9 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
       return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, ino, size, encodeStoredChunks(chunks));
+    },
+    invalidateEntry(parent: bigint, name: Uint8Array): boolean {
+      return !isClosed && b.invalidateEntry(handle, parent, name);
     },
     requestCounts(): Record<string, number> {
       const out: Record<string, number> = {};

@@ -457,6 +457,20 @@ export class Vfs {
   }
 
   /**
+   * The snapshot directories the kernel holds, each as (its source directory's node id,
+   * its name), and whether its snapshot is gone (forgotten). The kernel holds every
+   * directory above a node it holds, so these cover every held node of snapshot content.
+   */
+  heldSnapshotDirs(): Array<{ parent: bigint; name: Buffer; gone: boolean }> {
+    const dirs: Array<{ parent: bigint; name: Buffer; gone: boolean }> = [];
+    for (const { node } of this.pinned.values()) {
+      if (node.type !== 'snapshot') continue;
+      dirs.push({ parent: nodeIdOf(['source', node.snap.source]), name: Buffer.from(node.snap.name, 'utf8'), gone: !this.state.ids.has(node.snap.id) });
+    }
+    return dirs;
+  }
+
+  /**
    * Whether node id `id` already names something other than `name` in `parentPath` of
    * `snap`: a node in memory or one the kernel holds. Ids are 64-bit hashes, so this
    * (almost) never happens; when it does, the newcomer is refused (EIO) rather than

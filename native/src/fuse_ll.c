@@ -186,7 +186,7 @@ struct fl_session {
   bool torn_down;
   bool hook_added;
   bool export_support;
-  bool push_content; /* offered files also go to s->pusher */
+  bool push_content; /* offered files also go to s->pusher's page cache pushes */
   bool kernel_opens; /* the kernel offered FUSE_NO_OPEN_SUPPORT (see ll_open) */
   /* INIT as the kernel sent it, until its reply is on its way (see ch_send). */
   uint64_t init_unique;
@@ -199,10 +199,10 @@ struct fl_session {
   _Atomic bool reads_closed; /* the loop ended: reads the fetcher held get EIO, not JS */
   fc_cache *cache;
   fcc_store *content; /* files read ahead (fuse_content.h) */
-  fp_pusher *pusher;  /* NULL: not pushing them (fuse_push.h) */
+  fp_pusher *pusher;  /* notifications to the kernel (fuse_push.h); NULL: none */
   ff_fetcher *fetcher; /* NULL until JS gives the hash secret (fuse_fetch.h) */
   uint64_t fetched, fetch_failed; /* the fetcher's counts when it stopped */
-  uint64_t pushed, push_refused; /* the pusher's counts when it stopped */
+  uint64_t pushed, push_refused, invalidated; /* the pusher's counts when it stopped */
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
    * u64, name length u32, name bytes. Loop thread only. */
@@ -882,7 +882,7 @@ static void fl_teardown(fl_session *s, bool from_hook) {
     s->fetcher = NULL;
   }
   if (s->pusher) {
-    fp_counts(s->pusher, &s->pushed, &s->push_refused);
+    fp_counts(s->pusher, &s->pushed, &s->push_refused, &s->invalidated);
     fp_release(s->pusher);
     s->pusher = NULL;
   }
@@ -1473,8 +1473,9 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
       err = errno;
     }
     /* Without it (no thread or descriptor to spare), offered files are only
-     * kept for the loop thread to answer their READs. */
-    if (!failed && s->push_content) s->pusher = fp_start(fd, PUSH_BUDGET_BYTES);
+     * kept for the loop thread to answer their READs, and invalidateEntry
+     * does nothing. */
+    if (!failed) s->pusher = fp_start(fd, PUSH_BUDGET_BYTES);
   }
   if (!failed) {
     napi_value name;
@@ -1648,7 +1649,7 @@ static void deliver_fetched(void *ctx, uint64_t node, fcc_blob *content) {
    * check it again (read_stored); a push is not checked again here, under the
    * fetcher's lock, for an id JS would have given to another entry in the
    * milliseconds since the offer (docs/mount.md, "Two entries, one node id"). */
-  if (s->pusher) fp_offer(s->pusher, node, content);
+  if (s->pusher && s->push_content) fp_offer(s->pusher, node, content);
 }
 
 /* fetchWith(session, secret: Uint8Array): starts the threads that assemble
@@ -1721,6 +1722,27 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
   return js_bool(env, taken);
 }
 
+/* invalidateEntry(session, parent: bigint, name: Uint8Array): asks the kernel,
+ * from the pusher's thread, to drop its cached entry `name` in directory node
+ * `parent` and every unused one below it (fp_invalidate_entry). False when
+ * not queued. */
+static napi_value fl_invalidate_entry(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!sn_get_args(env, info, 3, argv, "invalidateEntry")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t parent;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[1], &parent, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "parent", "a bigint node id");
+    return NULL;
+  }
+  const uint8_t *name;
+  size_t len;
+  if (!sn_get_bytes(env, argv[2], "name", &name, &len)) return NULL;
+  return js_bool(env, !s->torn_down && s->pusher && fp_invalidate_entry(s->pusher, parent, (const char *)name, len));
+}
+
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from files read
  * ahead, the files the store took, the files pushed into the page
@@ -1731,7 +1753,7 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 7, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 8, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1740,8 +1762,8 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   }
   SN_CALL(env, napi_create_double(env, (double)fcc_files_taken(s->content), &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 1, v));
-  uint64_t pushed = s->pushed, refused = s->push_refused;
-  if (s->pusher) fp_counts(s->pusher, &pushed, &refused);
+  uint64_t pushed = s->pushed, refused = s->push_refused, invalidated = s->invalidated;
+  if (s->pusher) fp_counts(s->pusher, &pushed, &refused, &invalidated);
   SN_CALL(env, napi_create_double(env, (double)pushed, &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 2, v));
   SN_CALL(env, napi_create_double(env, (double)refused, &v));
@@ -1754,6 +1776,8 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 5, v));
   SN_CALL(env, napi_create_double(env, (double)atomic_load(&s->parked_reads), &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 6, v));
+  SN_CALL(env, napi_create_double(env, (double)invalidated, &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 7, v));
   return arr;
 }
 
@@ -2209,6 +2233,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("requestCounts", fl_request_counts),
       FN("fetchWith", fl_fetch_with),
       FN("offerStoredContent", fl_offer_stored_content),
+      FN("invalidateEntry", fl_invalidate_entry),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

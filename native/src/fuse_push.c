@@ -10,7 +10,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* The kernel's stable ABI (linux/fuse.h, protocol 7.15). */
+/* The kernel's stable ABI (linux/fuse.h, protocol 7.15; INVAL_ENTRY 7.12). */
+#define KERNEL_NOTIFY_INVAL_ENTRY 3
 #define KERNEL_NOTIFY_STORE 4
 struct kernel_out_header {
   uint32_t len;
@@ -21,33 +22,61 @@ struct kernel_notify_store_out {
   uint64_t nodeid, offset;
   uint32_t size, padding;
 };
+struct kernel_notify_inval_entry_out {
+  uint64_t parent;
+  uint32_t namelen, flags;
+};
 
+/* Entry invalidations queued at most: each is a few bytes, and one that does
+ * not fit is only memory the kernel keeps a while longer. */
+#define INVAL_QUEUE_MAX 4096
+
+/* A push (content) or an entry invalidation (name: parent `id`). */
 typedef struct fp_job {
   struct fp_job *next;
   uint64_t id;
   fcc_blob *content;
+  char *name;
+  uint32_t name_len;
 } fp_job;
 
 struct fp_pusher {
   pthread_mutex_t lock;
   pthread_cond_t wake;
   fp_job *head, *tail;
-  size_t queued, budget;
+  size_t queued, budget; /* content bytes */
+  size_t invals_queued;
   bool stopping;
   int refs; /* the thread's and the owner's */
   int fd;
-  uint64_t pushed, refused;
+  uint64_t pushed, refused, invalidated;
 };
+
+static void job_free(fp_job *j) {
+  if (j->content) fcc_blob_unref(j->content);
+  free(j->name);
+  free(j);
+}
+
+/* Appends j; caller holds the lock. */
+static void enqueue(fp_pusher *p, fp_job *j) {
+  if (p->tail)
+    p->tail->next = j;
+  else
+    p->head = j;
+  p->tail = j;
+  pthread_cond_signal(&p->wake);
+}
 
 static void drop_queue(fp_pusher *p) {
   while (p->head) {
     fp_job *j = p->head;
     p->head = j->next;
-    fcc_blob_unref(j->content);
-    free(j);
+    job_free(j);
   }
   p->tail = NULL;
   p->queued = 0;
+  p->invals_queued = 0;
 }
 
 static void unref(fp_pusher *p) {
@@ -64,6 +93,16 @@ static void unref(fp_pusher *p) {
 
 /* 0, or the errno of the write (ENOENT: the kernel does not know the node). */
 static int push(int fd, const fp_job *j) {
+  if (!j->content) {
+    struct kernel_notify_inval_entry_out inval = {.parent = j->id, .namelen = j->name_len};
+    struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof inval + j->name_len + 1),
+                                  .error = KERNEL_NOTIFY_INVAL_ENTRY};
+    struct iovec iov[3] = {{&h, sizeof h}, {&inval, sizeof inval}, {j->name, j->name_len + 1}};
+    ssize_t r;
+    do r = writev(fd, iov, 3);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? errno : 0;
+  }
   size_t len = j->content->len;
   struct kernel_notify_store_out store = {.nodeid = j->id, .offset = 0, .size = (uint32_t)len};
   struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof store + len),
@@ -84,13 +123,20 @@ static void *run(void *arg) {
     fp_job *j = p->head;
     p->head = j->next;
     if (!p->head) p->tail = NULL;
-    p->queued -= j->content->len;
+    bool is_push = j->content != NULL;
+    if (is_push)
+      p->queued -= j->content->len;
+    else
+      p->invals_queued--;
     pthread_mutex_unlock(&p->lock);
-    int err = push(p->fd, j); /* may wait for a page a READ in flight holds */
-    fcc_blob_unref(j->content);
-    free(j);
+    /* May wait: a push for a page a READ in flight holds, an invalidation for
+     * the directory's lock while a lookup in it is being answered. */
+    int err = push(p->fd, j);
+    job_free(j);
     pthread_mutex_lock(&p->lock);
-    if (err == 0)
+    if (!is_push) {
+      if (err == 0) p->invalidated++; /* ENOENT: the kernel had nothing cached */
+    } else if (err == 0)
       p->pushed++;
     else
       p->refused++;
@@ -134,40 +180,70 @@ fp_pusher *fp_start(int fuse_fd, size_t budget_bytes) {
 bool fp_offer(fp_pusher *p, uint64_t id, fcc_blob *content) {
   size_t len = content->len;
   if (len == 0 || len > UINT32_MAX - 4096) return false;
-  fp_job *j = malloc(sizeof *j);
+  fp_job *j = calloc(1, sizeof *j);
   if (!j) return false;
-  j->next = NULL;
   j->id = id;
   j->content = fcc_blob_ref(content);
   pthread_mutex_lock(&p->lock);
   bool taken = !p->stopping && p->queued + len <= p->budget;
   if (taken) {
-    if (p->tail)
-      p->tail->next = j;
-    else
-      p->head = j;
-    p->tail = j;
     p->queued += len;
-    pthread_cond_signal(&p->wake);
+    enqueue(p, j);
   }
   pthread_mutex_unlock(&p->lock);
-  if (!taken) {
-    fcc_blob_unref(j->content);
+  if (!taken) job_free(j);
+  return taken;
+}
+
+bool fp_invalidate_entry(fp_pusher *p, uint64_t parent, const char *name, size_t len) {
+  if (!parent || len == 0 || len > 1024 || memchr(name, 0, len)) return false;
+  fp_job *j = calloc(1, sizeof *j);
+  char *copy = malloc(len + 1);
+  if (!j || !copy) {
     free(j);
+    free(copy);
+    return false;
   }
+  memcpy(copy, name, len);
+  copy[len] = 0;
+  j->id = parent;
+  j->name = copy;
+  j->name_len = (uint32_t)len;
+  pthread_mutex_lock(&p->lock);
+  bool taken = !p->stopping && p->invals_queued < INVAL_QUEUE_MAX;
+  if (taken) {
+    p->invals_queued++;
+    enqueue(p, j);
+  }
+  pthread_mutex_unlock(&p->lock);
+  if (!taken) job_free(j);
   return taken;
 }
 
 void fp_clear(fp_pusher *p) {
   pthread_mutex_lock(&p->lock);
-  drop_queue(p);
+  /* Invalidations stay: they are what frees the forgotten snapshots' nodes. */
+  fp_job **at = &p->head;
+  p->tail = NULL;
+  while (*at) {
+    fp_job *j = *at;
+    if (j->content) {
+      p->queued -= j->content->len;
+      *at = j->next;
+      job_free(j);
+    } else {
+      p->tail = j;
+      at = &j->next;
+    }
+  }
   pthread_mutex_unlock(&p->lock);
 }
 
-void fp_counts(fp_pusher *p, uint64_t *pushed, uint64_t *refused) {
+void fp_counts(fp_pusher *p, uint64_t *pushed, uint64_t *refused, uint64_t *invalidated) {
   pthread_mutex_lock(&p->lock);
   *pushed = p->pushed;
   *refused = p->refused;
+  *invalidated = p->invalidated;
   pthread_mutex_unlock(&p->lock);
 }
 

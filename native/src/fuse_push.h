@@ -1,14 +1,21 @@
 /*
- * Pushes whole files JS read ahead into the kernel's page cache
- * (FUSE_NOTIFY_STORE), so that a reader finds their pages there and sends no
- * READ at all: a tape job reading a mail spool file after file pays no round
- * trip for them.
+ * Notifications the server sends the kernel unasked, written by a thread of
+ * their own:
+ * - pushes of whole files JS read ahead into the kernel's page cache
+ *   (FUSE_NOTIFY_STORE), so that a reader finds their pages there and sends no
+ *   READ at all: a tape job reading a mail spool file after file pays no round
+ *   trip for them;
+ * - entry invalidations (FUSE_NOTIFY_INVAL_ENTRY): the kernel drops a cached
+ *   name and, for a directory, every unused name cached below it, and forgets
+ *   their nodes, which the server then need not keep (docs/mount.md, "Nodes
+ *   the kernel holds").
  *
  * A thread of its own writes the notifications, on a descriptor of its own
  * (a dup of /dev/fuse): the kernel locks each page it fills, and a page may be
  * locked by a READ in flight, which the loop thread or JS answers; neither
- * ever waits for the pusher (fp_offer only queues, and drops what exceeds the
- * budget). fp_release returns at once: a write in progress ends on the
+ * ever waits for the pusher (fp_offer and fp_invalidate_entry only queue, and
+ * drop what exceeds the budget). An invalidation takes the directory's lock,
+ * which a lookup being answered holds. fp_release returns at once: a write in progress ends on the
  * pusher's own descriptor (whose number no other file can take meanwhile),
  * then the thread frees everything.
  *
@@ -34,11 +41,16 @@ fp_pusher *fp_start(int fuse_fd, size_t budget_bytes);
  * queue is over budget. Any thread. */
 bool fp_offer(fp_pusher *p, uint64_t id, fcc_blob *content);
 
-/* Drops what is queued (snapshots were forgotten). */
+/* Queues the invalidation of entry `name` (len bytes, no NUL) in directory
+ * node `parent`; false when too many are queued. Any thread. */
+bool fp_invalidate_entry(fp_pusher *p, uint64_t parent, const char *name, size_t len);
+
+/* Drops the pushes queued (snapshots were forgotten); invalidations stay. */
 void fp_clear(fp_pusher *p);
 
-/* Files the kernel took, and files it refused (not known, or gone). */
-void fp_counts(fp_pusher *p, uint64_t *pushed, uint64_t *refused);
+/* Files the kernel took, files it refused (not known, or gone), and entries
+ * it invalidated (not counted: names it had not cached). */
+void fp_counts(fp_pusher *p, uint64_t *pushed, uint64_t *refused, uint64_t *invalidated);
 
 /* Stops the pusher; p is invalid afterwards. */
 void fp_release(fp_pusher *p);
