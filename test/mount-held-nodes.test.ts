@@ -23,6 +23,21 @@ async function makeTree(src: string): Promise<void> {
   }
 }
 
+/** A tree of FILES files backed up on two days, one file changed on the second; the mount point made. */
+async function twoDays(t: any, name: string, changed: string): Promise<{ src: string; repo: string; mnt: string; day1: any; day2: any }> {
+  const work = await tmpDir(t, name);
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  await makeTree(src);
+  await initRepo(repo);
+  const day1 = await backup(repo, src, 'mail', '2026-03-01T12:00:00Z');
+  await fs.writeFile(path.join(src, changed), 'changed on day 2\n');
+  const day2 = await backup(repo, src, 'mail', '2026-03-02T12:00:00Z');
+  await fs.mkdir(mnt);
+  return { src, repo, mnt, day1, day2 };
+}
+
 /** Every path under `dir`, stat'ed (name, inode, mode, size, mtime and ctime in ns): lookups the kernel keeps. */
 const statWalk = async (dir: string): Promise<string> =>
   (await runProcess('sh', ['-c', 'cd "$1" && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c "%n %i %f %s %.9Y %.9Z"', 'sh', dir])).stdout;
@@ -39,16 +54,7 @@ async function heldUntil(m: Mounted, ok: (held: number) => boolean, ms: number):
 }
 
 t.test("a forgotten snapshot's nodes are let go at once; the kept snapshot's stay and read the same", { skip }, async (t) => {
-  const work = await tmpDir(t, 'mount-held-forget');
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  await makeTree(src);
-  await initRepo(repo);
-  const day1 = await backup(repo, src, 'mail', '2026-03-01T12:00:00Z');
-  await fs.writeFile(path.join(src, 'd0', 'f0'), 'changed on day 2\n');
-  const day2 = await backup(repo, src, 'mail', '2026-03-02T12:00:00Z');
-  await fs.mkdir(mnt);
+  const { src, repo, mnt, day1, day2 } = await twoDays(t, 'mount-held-forget', 'd0/f0');
   const m = await mountForeground(t, repo, mnt);
 
   const walk1 = await statWalk(path.join(mnt, 'mail', day1.name));
@@ -70,16 +76,7 @@ t.test("a forgotten snapshot's nodes are let go at once; the kept snapshot's sta
 });
 
 t.test('over the budget the kernel lets go of what nothing uses; an open file and what is looked up again stay the same', { skip }, async (t) => {
-  const work = await tmpDir(t, 'mount-held-budget');
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  await makeTree(src);
-  await initRepo(repo);
-  const day1 = await backup(repo, src, 'mail', '2026-03-01T12:00:00Z');
-  await fs.writeFile(path.join(src, 'd1', 'f1'), 'changed on day 2\n');
-  await backup(repo, src, 'mail', '2026-03-02T12:00:00Z');
-  await fs.mkdir(mnt);
+  const { src, repo, mnt, day1 } = await twoDays(t, 'mount-held-budget', 'd1/f1');
   const budget = 100;
   const m = await mountForeground(t, repo, mnt, [], { SNAPFS_HELD_NODES_BUDGET: String(budget) });
 
