@@ -96,14 +96,14 @@ export function register(y: Argv): Argv {
  * generation instead of 16 MiB: requests allocate little that lives, so collections stay
  * cheap, and `ls -lR` of the benchmark corpus peaks at ~120 MiB instead of ~145 MiB.
  */
-const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
 
 /**
  * glibc malloc settings of the serving process (unless set already). A fixed mmap
  * threshold: buffers of 128 KiB and more (chunks) are mapped and unmapped, not carved out
  * of the heap, whose freed holes glibc rarely returns; ~12 MiB less peak RSS during `tar`.
  */
-const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
+export const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
 
 /** Starts the serving process and returns once the mount is ready. */
 async function startDaemon(args: MountArgs): Promise<void> {

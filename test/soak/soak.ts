@@ -16,6 +16,7 @@ import { runProcess, runSnapfs } from '../helpers/cli.js';
 import { projectRoot } from '../../lib/platform/native.js';
 import { initRepo, isMounted, mountForeground, type Mounted } from '../helpers/mount.js';
 import { localDate } from '../../lib/format/snapshot.js';
+import { SERVER_MALLOC_ENV, SERVER_NODE_FLAGS } from '../../cli/commands/mount.js';
 import { Worker } from './channel.js';
 import { manifestOf, saveManifest } from './manifest.js';
 import { RssSampler, summarizeRss, type RssSample, type RssSummary } from './rss.js';
@@ -152,7 +153,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     await initRepo(dirs.repo);
     await mutator.next('ready', WORKER_ANSWER_MS);
     await backup(0);
-    mount = await mountForeground(teardowns, dirs.repo, dirs.mnt);
+    // With the settings `snapfs mount` gives its background server, whose memory this measures.
+    mount = await mountForeground(teardowns, dirs.repo, dirs.mnt, [], { NODE_OPTIONS: SERVER_NODE_FLAGS.join(' '), ...SERVER_MALLOC_ENV });
     sampler = new RssSampler(mount.info.pid, RSS_EVERY_MS);
     reader = new Worker('reader', new URL('./reader.js', import.meta.url), [dirs.mnt, SOURCE, dirs.manifests, String(settings.seed)]);
     teardowns.teardown(() => reader!.kill());
