@@ -91,27 +91,25 @@ static void unref(fp_pusher *p) {
   free(p);
 }
 
-/* 0, or the errno of the write (ENOENT: the kernel does not know the node). */
-static int push(int fd, const fp_job *j) {
-  if (!j->content) {
-    struct kernel_notify_inval_entry_out inval = {.parent = j->id, .namelen = j->name_len};
-    struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof inval + j->name_len + 1),
-                                  .error = KERNEL_NOTIFY_INVAL_ENTRY};
-    struct iovec iov[3] = {{&h, sizeof h}, {&inval, sizeof inval}, {j->name, j->name_len + 1}};
-    ssize_t r;
-    do r = writev(fd, iov, 3);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? errno : 0;
-  }
-  size_t len = j->content->len;
-  struct kernel_notify_store_out store = {.nodeid = j->id, .offset = 0, .size = (uint32_t)len};
-  struct kernel_out_header h = {.len = (uint32_t)(sizeof h + sizeof store + len),
-                                .error = KERNEL_NOTIFY_STORE};
-  struct iovec iov[3] = {{&h, sizeof h}, {&store, sizeof store}, {j->content->data, len}};
+/* Writes one notification: the header, then `arg` (its fixed part), then
+ * `tail`. 0, or the errno of the write (ENOENT: the kernel does not know the
+ * node). */
+static int notify(int fd, int32_t code, const void *arg, size_t arg_len, const void *tail, size_t tail_len) {
+  struct kernel_out_header h = {.len = (uint32_t)(sizeof h + arg_len + tail_len), .error = code};
+  struct iovec iov[3] = {{&h, sizeof h}, {(void *)arg, arg_len}, {(void *)tail, tail_len}};
   ssize_t r;
   do r = writev(fd, iov, 3);
   while (r < 0 && errno == EINTR);
   return r < 0 ? errno : 0;
+}
+
+static int push(int fd, const fp_job *j) {
+  if (!j->content) {
+    struct kernel_notify_inval_entry_out inval = {.parent = j->id, .namelen = j->name_len};
+    return notify(fd, KERNEL_NOTIFY_INVAL_ENTRY, &inval, sizeof inval, j->name, j->name_len + 1);
+  }
+  struct kernel_notify_store_out store = {.nodeid = j->id, .offset = 0, .size = (uint32_t)j->content->len};
+  return notify(fd, KERNEL_NOTIFY_STORE, &store, sizeof store, j->content->data, j->content->len);
 }
 
 static void *run(void *arg) {
