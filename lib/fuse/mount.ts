@@ -267,7 +267,7 @@ export class MountedFs {
     // A forgotten snapshot's content must not keep being answered by the binding, and
     // the kernel may let go of its nodes.
     const live = session;
-    const held = new HeldNodesTrim(vfs, live, { budgetNodes: heldNodesBudget() });
+    const held = new HeldNodesTrim(vfs, live, heldNodesBudget());
     vfs.onSnapshotsRemoved(() => {
       live.dropCached();
       held.releaseForgotten();

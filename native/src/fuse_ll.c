@@ -1747,7 +1747,8 @@ static napi_value fl_invalidate_entry(napi_env env, napi_callback_info info) {
  * kernel's opcode (linux/fuse.h), then the READs answered from files read
  * ahead, the files the store took, the files pushed into the page
  * cache, the pushes the kernel refused, the files the fetcher assembled
- * and dropped (a chunk failed), and the READs that waited for the fetcher. */
+ * and dropped (a chunk failed), the READs that waited for the fetcher, and
+ * the entries the kernel invalidated (invalidateEntry). */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
