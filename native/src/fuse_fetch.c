@@ -32,7 +32,11 @@ typedef struct ff_job {
 } ff_job;
 
 struct ff_fetcher {
-  pthread_mutex_t lock;
+  pthread_mutex_t lock; /* the queue, budget, counts and parked requests */
+  /* Held across a delivery, and with `lock` (taken after it) where `generation`
+   * or `stopping` change: ff_clear and ff_stop wait for a delivery under way,
+   * and ff_offer never waits for one (the store's and the pusher's locks). */
+  pthread_mutex_t deliver_lock;
   pthread_cond_t wake;
   ff_job *head, *tail;
   size_t held, budget; /* bytes of files queued or being assembled */
@@ -142,12 +146,15 @@ static void *run(void *arg) {
     pthread_mutex_unlock(&f->lock);
     if (f->delay_ms) usleep(f->delay_ms * 1000u);
     fcc_blob *content = dctx ? assemble(f, j, dctx, &buf, &cap) : NULL;
+    bool delivered = false;
+    if (content) {
+      pthread_mutex_lock(&f->deliver_lock);
+      delivered = j->generation == f->generation && !f->stopping;
+      if (delivered) f->deliver(f->ctx, j->node, content);
+      pthread_mutex_unlock(&f->deliver_lock);
+    }
     pthread_mutex_lock(&f->lock);
     f->assembling[slot] = NULL;
-    /* Delivered under the lock: ff_clear and ff_stop then know that nothing
-     * from before them is delivered after they return. */
-    bool delivered = content && j->generation == f->generation && !f->stopping;
-    if (delivered) f->deliver(f->ctx, j->node, content);
     if (content)
       f->delivered++;
     else
@@ -155,13 +162,12 @@ static void *run(void *arg) {
     f->held -= (size_t)j->size;
     ff_parked *parked = j->parked;
     j->parked = NULL;
-    if (parked) {
-      pthread_mutex_unlock(&f->lock);
-      unpark_all(f, delivered, parked);
-      pthread_mutex_lock(&f->lock);
-    }
+    pthread_mutex_unlock(&f->lock);
+    /* No longer reachable from the queue or `assembling`: let go without the lock. */
+    unpark_all(f, delivered, parked);
     fcc_blob_unref(content);
     job_free(j);
+    pthread_mutex_lock(&f->lock);
   }
   pthread_mutex_unlock(&f->lock);
   free(buf);
@@ -238,6 +244,7 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
   const char *delay = getenv("SNAPFS_FUSE_FETCH_DELAY_MS");
   if (delay) f->delay_ms = (unsigned)strtoul(delay, NULL, 10) % 10000u;
   pthread_mutex_init(&f->lock, NULL);
+  pthread_mutex_init(&f->deliver_lock, NULL);
   pthread_cond_init(&f->wake, NULL);
   sigset_t all, old;
   sigfillset(&all);
@@ -256,6 +263,7 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (f->threads == 0) {
     pthread_cond_destroy(&f->wake);
+    pthread_mutex_destroy(&f->deliver_lock);
     pthread_mutex_destroy(&f->lock);
     free(f);
     return NULL;
@@ -265,10 +273,8 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
 
 bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const ff_chunk *chunks, size_t count) {
   if (size == 0 || size > f->budget || count == 0) return false;
-  pthread_mutex_lock(&f->lock);
-  bool room = !f->stopping && f->held + size <= f->budget;
-  pthread_mutex_unlock(&f->lock);
-  if (!room) return false;
+  /* The job is made before the lock is taken, and the lock taken once: the JS
+   * thread offers a file at a time while the threads take jobs. */
   ff_job *j = calloc(1, sizeof *j);
   ff_chunk *copy = j ? malloc(count * sizeof *copy) : NULL;
   if (!copy) {
@@ -304,18 +310,23 @@ bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const
       f->head = j;
     f->tail = j;
     f->held += (size_t)size;
-    pthread_cond_signal(&f->wake);
   }
   pthread_mutex_unlock(&f->lock);
-  if (!taken) job_free(j);
+  /* After the unlock: a thread woken while the lock is held would only wait for it. */
+  if (taken)
+    pthread_cond_signal(&f->wake);
+  else
+    job_free(j);
   return taken;
 }
 
 void ff_clear(ff_fetcher *f) {
+  pthread_mutex_lock(&f->deliver_lock);
   pthread_mutex_lock(&f->lock);
   ff_parked *dropped = drop_queue(f);
   f->generation++;
   pthread_mutex_unlock(&f->lock);
+  pthread_mutex_unlock(&f->deliver_lock);
   unpark_all(f, false, dropped);
 }
 
@@ -327,14 +338,17 @@ void ff_counts(ff_fetcher *f, uint64_t *delivered, uint64_t *failed) {
 }
 
 void ff_stop(ff_fetcher *f) {
+  pthread_mutex_lock(&f->deliver_lock);
   pthread_mutex_lock(&f->lock);
   f->stopping = true;
   ff_parked *dropped = drop_queue(f);
   pthread_cond_broadcast(&f->wake);
   pthread_mutex_unlock(&f->lock);
+  pthread_mutex_unlock(&f->deliver_lock);
   unpark_all(f, false, dropped);
   for (unsigned i = 0; i < f->threads; i++) pthread_join(f->thread[i], NULL);
   pthread_cond_destroy(&f->wake);
+  pthread_mutex_destroy(&f->deliver_lock);
   pthread_mutex_destroy(&f->lock);
   free(f);
 }
