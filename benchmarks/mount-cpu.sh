@@ -1,7 +1,7 @@
 #!/bin/bash
-# Where a mount's CPU goes during one cold `tar` of part of a snapshot: a
-# foreground server with the background server's V8 and malloc settings
-# (cli/commands/mount.ts), the page cache dropped, then `tar -cf - last/PART`,
+# Where a mount's CPU goes during one cold `tar` of part of a snapshot: the
+# server `snapfs mount` starts in the background (so with the V8 and malloc
+# settings it deploys), the page cache dropped, then `tar -cf - last/PART`,
 # and per thread of the server its CPU time and context switches, with the
 # binding's request counts (the SIGUSR2 memory line). Root only (drop_caches).
 #
@@ -10,25 +10,24 @@
 #
 # CHECKOUT: a compiled snapfs checkout (its dist/ and native/build). PART: a path
 # under the snapshot ('.' for all of it). Environment: NODE_OPTIONS_EXTRA, more
-# node flags for the server (--cpu-prof, --trace-gc); PERF=1 records the
+# node flags for the server (--cpu-prof, --trace-gc; the mount command that
+# starts it gets them too); PERF=1 records the
 # server with perf into $MNT.perf.data while tar runs; MNT, the mount point
 # (default /var/tmp/snapfs-mount-cpu). One line per thread that used CPU: the
 # first is the JS thread.
 set -euo pipefail
-[ $# -eq 4 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# -eq 4 ] || { sed -n '2,17p' "$0"; exit 2; }
 checkout=$(cd "$1" && pwd); repo=$2; source=$3; part=$4
 mnt=${MNT:-/var/tmp/snapfs-mount-cpu}
-log=$mnt.log
 mkdir -p "$mnt"
 if mountpoint -q "$mnt"; then echo "$mnt is mounted already" >&2; exit 1; fi
 
-MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=2 ${NODE_OPTIONS_EXTRA:-} \
-  "$checkout/dist/cli/main.js" mount "$repo" "$mnt" --foreground > "$log" 2>&1 &
-server=$!
-stop() { kill -INT $server 2>/dev/null && wait $server || true; }
-trap stop EXIT
-for _ in $(seq 100); do [ -e "$mnt/$source/last" ] && break; sleep 0.1; done
-[ -e "$mnt/$source/last" ] || { echo "no $source/last in the mount (see $log)" >&2; exit 1; }
+cli=$checkout/dist/cli/main.js
+# The background server is started with the mount command's node flags too.
+ready=$(node ${NODE_OPTIONS_EXTRA:-} "$cli" mount "$repo" "$mnt" --json)
+server=$(echo "$ready" | node -e 'const m = JSON.parse(require("fs").readFileSync(0, "utf8")).mounted; console.log(m.pid, m.log)')
+log=${server#* }; server=${server%% *}
+trap 'node "$cli" umount "$mnt" > /dev/null' EXIT
 
 # Per thread: user+sys clock ticks, voluntary and forced context switches.
 thread_counts() {
