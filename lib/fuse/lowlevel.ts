@@ -90,6 +90,11 @@ export interface LowLevelOptions {
    * it assembled and verified them (FuseSession.offerStoredContent).
    */
   offerStoredContent?: (node: bigint, ino: bigint, size: number, chunks: readonly StoredChunk[]) => boolean;
+  /**
+   * Hands the binding where the chunks of a stretch of a large file being read through are
+   * stored, for reads it answers itself from the chunks it loads ahead (FuseSession.offerStream).
+   */
+  offerStream?: (node: bigint, ino: bigint, size: number, reached: number, chunks: readonly StoredChunk[], extend: boolean) => boolean;
 }
 
 /**
@@ -109,6 +114,16 @@ const FILES_AHEAD = { files: 64, bytes: 8 * 1024 * 1024, fileBytes: 4 * 1024 * 1
 const WALK_AHEAD_MS = 2000;
 /** Files offered recently (not offered again while the binding may still hold them). */
 const OFFERED_MAX = 4096;
+/**
+ * Streaming a large file (one the read-ahead across files leaves out): read from its start
+ * (the way cat, cp, tar and rsync read), its chunks are handed to the binding a stretch at
+ * a time (each chunk costs the binding a descriptor until it is loaded), and the binding
+ * answers its reads from chunks it loads a few MiB ahead of the reader. The next stretch is
+ * added when the binding starts loading the last chunk of one (streamEnding), or, should
+ * the reader get past it first, offered when its read comes near the stretch's end. A
+ * reader that starts elsewhere, or jumps, is answered by JS.
+ */
+const STREAM = { minFileBytes: FILES_AHEAD.fileBytes, stretchBytes: 32 * 1024 * 1024, slackBytes: 8 * 1024 * 1024, files: 64 };
 
 export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevelHandlers {
   const timeout = (id: bigint): number => (vfs.isSnapshotContent(id) ? CONTENT_TIMEOUT_S : LIVE_TIMEOUT_S);
@@ -171,6 +186,34 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     readAhead((pass) => vfs.readFilesIn(dir, pass));
   };
 
+  /** Where each streamed file's last stretch ends, for the few streamed most recently. */
+  const stretchEnds = new Map<bigint, number>();
+  const offeringStretch = new Set<bigint>();
+  /** Offers the stretch of file `id` from `offset`: a new stream (the reader at `reached`), or the next stretch of its stream. */
+  const offerStretch = (id: bigint, offset: number, reached: number, extend: boolean): void => {
+    const offer = opts.offerStream!;
+    offeringStretch.add(id);
+    vfs
+      .storedStretch(id, offset, STREAM.stretchBytes, STREAM.minFileBytes)
+      .then((stretch) => {
+        if (!stretch || !offer(id, stretch.ino, stretch.size, Math.min(reached, stretch.size), stretch.chunks, extend)) return;
+        stretchEnds.delete(id); // most recent last
+        if (stretchEnds.size >= STREAM.files) stretchEnds.delete(stretchEnds.keys().next().value!);
+        stretchEnds.set(id, stretch.end);
+      })
+      .catch(() => undefined) // a damaged chunk fails when the reader itself reads it
+      .finally(() => offeringStretch.delete(id));
+  };
+  const streamFile = (id: bigint, offset: number, size: number): void => {
+    if (!opts.offerStream || !reuse || offeringStretch.has(id)) return;
+    const end = stretchEnds.get(id);
+    const next = end !== undefined && offset >= end - STREAM.slackBytes && offset < end + STREAM.slackBytes;
+    if (offset === 0 || next) offerStretch(id, offset, offset + size, false);
+  };
+  const streamEnding = (id: bigint, end: number): void => {
+    if (opts.offerStream && !offeringStretch.has(id) && stretchEnds.get(id) === end) offerStretch(id, end, 0, true);
+  };
+
   /** Runs one request; any failure is answered with its errno (and logged if unusual). */
   const run = (op: string, req: FuseRequest, fn: () => Promise<void>): Promise<void> =>
     fn().catch((err: unknown) => {
@@ -205,6 +248,8 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
       }),
 
     forget: (ino, nlookup) => vfs.forget(ino, nlookup),
+
+    streamEnding,
 
     ref: (ino, parent, name) => {
       statWalkAt = performance.now(); // lookups after a listing: a walk that stats names
@@ -241,6 +286,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         // fh 0: opened by the binding itself (OPENED_BY_BINDING in fuse_ll.c).
         await (fh === 0 ? vfs.readNode(ino, offset, size, send) : vfs.read(fh, offset, size, send));
         if (fh === 0 && offset === 0) readFilesAfter(ino);
+        if (fh === 0) streamFile(ino, offset, size);
       }),
 
     release: (req, _ino, fh) =>

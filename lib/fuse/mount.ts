@@ -243,16 +243,23 @@ export class MountedFs {
     // SNAPFS_FUSE_NO_PUSH=1: files read ahead are not pushed into the page cache, so that
     // their reads reach the binding (to compare with, or to test its store).
     const pushContent = process.env.SNAPFS_FUSE_NO_PUSH !== '1';
+    // SNAPFS_FUSE_NO_STREAM=1: every read of a large file reaches JS (to compare with).
+    const streaming = process.env.SNAPFS_FUSE_NO_STREAM !== '1';
     let session: FuseSession | undefined;
     try {
       const offerStoredContent = (node: bigint, ino: bigint, size: number, chunks: readonly StoredChunk[]): boolean =>
         session?.offerStoredContent(node, ino, size, chunks) ?? false;
-      session = mountLowLevel(mountPoint, options, lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent }), {
+      const offerStream = streaming
+        ? (node: bigint, ino: bigint, size: number, reached: number, chunks: readonly StoredChunk[], extend: boolean): boolean =>
+            session?.offerStream(node, ino, size, reached, chunks, extend) ?? false
+        : undefined;
+      const handlers = lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent, offerStream });
+      session = mountLowLevel(mountPoint, options, handlers, {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,
         pushContent,
       });
-      // Files read ahead are assembled on the binding's threads, verified as the store does.
+      // Files read ahead, and streamed, are loaded on the binding's threads, verified as the store does.
       if (!session.fetchWith(vfs.blobSecret())) opts.log?.('reading ahead across files is off: its threads did not start');
     } catch (err) {
       throw new SnapfsError('IO_ERROR', `mounting at ${mountPoint} failed: ${(err as Error).message} (is /dev/fuse available?)`, { cause: err });

@@ -151,6 +151,12 @@ export interface LowLevelHandlers {
    * forget). Always called before any request about ino and before its forget.
    */
   ref?(ino: bigint, parent: bigint, name: Buffer): void;
+  /**
+   * Not a request: the binding started loading the last chunk of node `ino`'s stream
+   * (FuseSession.offerStream), which ends at `end`, before the file's end; offerStream with
+   * `extend` adds the next stretch before the reader gets there. Nothing to reply.
+   */
+  streamEnding?(ino: bigint, end: number): void;
   /** Reply: replyAttr. Also answers an atime-only setattr. */
   getattr(req: FuseRequest, ino: bigint): Result;
   /** Reply: replyReadlink. Absent: ENOSYS. */
@@ -247,6 +253,20 @@ export interface FuseSession {
    */
   offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean;
   /**
+   * A stretch of a large file opened without a handler (fh 0), `size` bytes, being read
+   * from start to end: the chunks from the reader's position on (in file order), which
+   * threads of the binding's (fetchWith) load and verify a few MiB ahead of the reader, who
+   * is at `reached` (the end of its latest read). Reads within the loaded window are then
+   * answered on the libfuse thread; any other (before the window, past the stretch, across
+   * a hole, of a chunk that failed) reaches the handlers. Replaces the node's earlier
+   * stream; a few streams at a time, the one read least recently goes. When the binding
+   * starts loading a stream's last chunk, the `streamEnding` handler hears of it: `extend`
+   * then adds the stretch after it to the stream (not taken when there is none, or the
+   * chunks do not come after it). `ino` and `node` as for offerStoredContent. False when
+   * not taken.
+   */
+  offerStream(node: bigint, ino: bigint, size: number, reached: number, chunks: readonly FuseStoredChunk[], extend?: boolean): boolean;
+  /**
    * Asks the kernel (FUSE_NOTIFY_INVAL_ENTRY, from a thread of the binding's) to drop its
    * cached entry `name` in directory node `parent` and, for a directory, every entry cached
    * below it that nothing uses, forgetting their nodes (FORGET follows). A later access
@@ -256,7 +276,7 @@ export interface FuseSession {
   invalidateEntry(parent: bigint, name: Uint8Array): boolean;
 }
 
-/** Where one chunk of a file is stored (offerStoredContent). */
+/** Where one chunk of a file is stored (offerStoredContent, offerStream). */
 export interface FuseStoredChunk {
   /** An open descriptor of the pack: the binding duplicates it at once. */
   fd: number;
@@ -269,7 +289,7 @@ export interface FuseStoredChunk {
   id: Uint8Array;
 }
 
-/** Bytes per chunk record of offerStoredContent (layout in native/src/fuse_ll.c). */
+/** Bytes per chunk record of offerStoredContent and offerStream (layout in native/src/fuse_ll.c). */
 const STORED_CHUNK_BYTES = 48;
 
 function encodeStoredChunks(chunks: readonly FuseStoredChunk[]): Buffer {
@@ -305,6 +325,11 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   70: 'READ that waited for the read-ahead',
   // invalidateEntry calls for names the kernel had cached.
   71: 'entries invalidated',
+  // Of the streams of large files (offerStream): READs answered, READs that waited for a
+  // chunk to load, chunks that failed their check.
+  72: 'READ of streamed files',
+  73: 'READ that waited for the stream',
+  74: 'stream chunks failed',
 };
 
 interface Binding {
@@ -317,6 +342,7 @@ interface Binding {
   requestCounts(session: object): number[];
   fetchWith(session: object, secret: Uint8Array): boolean;
   offerStoredContent(session: object, node: bigint, ino: bigint, size: number, chunks: Uint8Array): boolean;
+  offerStream(session: object, node: bigint, ino: bigint, size: number, reached: number, chunks: Uint8Array, extend: boolean): boolean;
   invalidateEntry(session: object, parent: bigint, name: Uint8Array): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
@@ -369,7 +395,7 @@ export function loadLibfuse(first?: string): string {
 const OP = {
   LOOKUP: 0, FORGET: 1, GETATTR: 2, READLINK: 3, OPEN: 4, READ: 5, RELEASE: 6, OPENDIR: 7,
   READDIR: 8, RELEASEDIR: 9, STATFS: 10, GETXATTR: 11, LISTXATTR: 12, ACCESS: 13, REF: 14,
-  READDIRPLUS: 15, CLOSED: 31,
+  READDIRPLUS: 15, STREAM_ENDING: 16, CLOSED: 31,
 } as const;
 
 const OP_NAMES: Record<number, string> = Object.fromEntries(
@@ -379,7 +405,7 @@ const OPTIONAL: Array<[keyof LowLevelHandlers, number]> = [
   ['forget', OP.FORGET], ['readlink', OP.READLINK], ['open', OP.OPEN], ['read', OP.READ],
   ['release', OP.RELEASE], ['opendir', OP.OPENDIR], ['readdir', OP.READDIR],
   ['releasedir', OP.RELEASEDIR], ['statfs', OP.STATFS], ['getxattr', OP.GETXATTR],
-  ['listxattr', OP.LISTXATTR], ['access', OP.ACCESS], ['ref', OP.REF],
+  ['listxattr', OP.LISTXATTR], ['access', OP.ACCESS], ['ref', OP.REF], ['streamEnding', OP.STREAM_ENDING],
 ];
 
 /** High-level (fuse.c) options that libfuse's low-level API rejects, and what to do instead. */
@@ -506,6 +532,7 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
         case OP.LOOKUP: r = h.lookup(req!, ino, x as Buffer); break;
         case OP.FORGET: h.forget?.(ino, x as number); return;
         case OP.REF: refs(ino, x as Buffer); return;
+        case OP.STREAM_ENDING: h.streamEnding?.(ino, x as number); return;
         case OP.GETATTR: r = h.getattr(req!, ino); break;
         case OP.READLINK: r = h.readlink!(req!, ino); break;
         case OP.OPEN: r = h.open!(req!, ino, x as number); break;
@@ -583,6 +610,9 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     offerStoredContent(node: bigint, ino: bigint, size: number, chunks: readonly FuseStoredChunk[]): boolean {
       return !isClosed && chunks.length > 0 && b.offerStoredContent(handle, node, ino, size, encodeStoredChunks(chunks));
+    },
+    offerStream(node: bigint, ino: bigint, size: number, reached: number, chunks: readonly FuseStoredChunk[], extend = false): boolean {
+      return !isClosed && chunks.length > 0 && b.offerStream(handle, node, ino, size, reached, encodeStoredChunks(chunks), extend);
     },
     invalidateEntry(parent: bigint, name: Uint8Array): boolean {
       return !isClosed && b.invalidateEntry(handle, parent, name);

@@ -141,10 +141,16 @@ export class FileReader {
     return this.readWith(file, offset, length, (data) => (this.pool ? Buffer.from(data) : data));
   }
 
-  /** Where each chunk of the file is stored (holes are the gaps between them). */
-  async storedChunks(file: OpenFile): Promise<StoredChunk[]> {
+  /**
+   * Where each chunk of the file is stored (holes are the gaps between them); with `from`
+   * and `to`, only the chunks of that stretch: from the one holding `from` (or the first
+   * after it) to the last one starting before `to`.
+   */
+  async storedChunks(file: OpenFile, from = 0, to = Infinity): Promise<StoredChunk[]> {
     const out: StoredChunk[] = [];
-    for (let i = 0; i < file.chunks.count; i++) {
+    let first = findChunk(file.chunks, from);
+    if (first < 0) first = firstChunkAfter(file.chunks, from);
+    for (let i = first; i < file.chunks.count && file.chunks.offsets[i]! < to; i++) {
       const stored = await this.blobs.stored(chunkId(file.chunks, i));
       if (stored.rawLength !== file.chunks.lengths[i]) {
         throw new SnapfsError('CORRUPT_DATA', `chunk ${idToHex(stored.id)}: length differs from the file's chunk list`);

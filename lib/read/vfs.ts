@@ -930,6 +930,28 @@ export class Vfs {
   }
 
   /**
+   * Where the chunks of a stretch of file `id` are stored, for the binding to stream it
+   * (it loads and verifies them itself, with blobSecret): from the chunk holding `offset`
+   * to the last one starting before `offset + bytes`, with the file's inode number (st_ino),
+   * size and where the stretch ends. Only for a regular file larger than `minSize`;
+   * undefined otherwise, or when the stretch is all hole.
+   */
+  async storedStretch(
+    id: bigint,
+    offset: number,
+    bytes: number,
+    minSize: number,
+  ): Promise<{ ino: bigint; size: number; end: number; chunks: StoredChunk[] } | undefined> {
+    const h = this.nodeReads.get(id) ?? this.readState(await this.node(id));
+    if (h.file.size <= minSize) return undefined;
+    const chunks = await this.files.storedChunks(h.file, offset, offset + bytes);
+    const last = chunks[chunks.length - 1];
+    if (!last) return undefined;
+    const ino = this.entryIno(h.node.snap, h.node.path, h.node.entry);
+    return { ino, size: h.file.size, end: last.fileOffset + last.rawLength, chunks };
+  }
+
+  /**
    * Reads ahead across files: the small regular files after file `id` in its directory, in
    * name order (the order tar, cp -a and rsync open them). `use` gets each one's node id,
    * size and where its chunks are stored (the binding reads and verifies them on threads of

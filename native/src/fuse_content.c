@@ -22,7 +22,17 @@ fcc_blob *fcc_blob_zeroed(size_t len) {
   fcc_blob *b = calloc(1, sizeof *b + len);
   if (!b) return NULL;
   atomic_init(&b->refs, 1);
+  b->len = b->cap = len;
+  return b;
+}
+
+fcc_blob *fcc_blob_new(size_t len, size_t cap) {
+  fcc_blob *b = malloc(sizeof *b + cap);
+  if (!b) return NULL;
+  atomic_init(&b->refs, 1);
   b->len = len;
+  b->cap = cap;
+  b->owner = 0;
   return b;
 }
 

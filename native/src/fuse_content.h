@@ -23,6 +23,7 @@ typedef struct fcc_store fcc_store;
 typedef struct fcc_blob {
   _Atomic unsigned refs;
   size_t len;
+  size_t cap; /* bytes allocated for data (>= len): a blob may be reused (fuse_stream.c) */
   /* The inode number (st_ino) of the entry whose content this is: node ids
    * are hashes and may, rarely, come to name another entry, so whoever
    * serves the bytes for a node checks that it still names this one. */
@@ -32,6 +33,8 @@ typedef struct fcc_blob {
 
 /* `len` zero bytes with one reference, to be filled in; NULL when memory is short. */
 fcc_blob *fcc_blob_zeroed(size_t len);
+/* Room for `cap` bytes, `len` of them in use (not zeroed), with one reference. */
+fcc_blob *fcc_blob_new(size_t len, size_t cap);
 fcc_blob *fcc_blob_ref(fcc_blob *b);
 void fcc_blob_unref(fcc_blob *b);
 

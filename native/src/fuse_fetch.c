@@ -1,20 +1,12 @@
 /* See fuse_fetch.h. */
 #include "fuse_fetch.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zstd.h>
-
-/* XXH3 from the header zstd-napi ships, with zstd's removal of XXH3 taken out
- * (xxh3-header.cjs); everything static, so nothing clashes with zstd's copy. */
-#define XXH_INLINE_ALL
-#include "xxhash.h"
 
 #define MAX_THREADS 8
 
@@ -28,7 +20,7 @@ typedef struct ff_job {
   struct ff_job *next;
   uint64_t node, owner, size, generation;
   size_t count;
-  ff_chunk *chunks;   /* fds are the job's own duplicates */
+  sc_chunk *chunks;   /* fds are the job's own duplicates (sc_dup_fds) */
   ff_parked *parked;  /* requests waiting for it (ff_park) */
 } ff_job;
 
@@ -44,8 +36,7 @@ struct ff_fetcher {
   uint64_t generation;  /* ff_clear: work from before is not delivered */
   bool stopping;
   uint64_t delivered, failed;
-  uint8_t secret[256]; /* snapfs's are 192 bytes (lib/format/blob-id.ts) */
-  size_t secret_len;
+  sc_secret secret;
   ff_deliver deliver;
   ff_unpark unpark;
   void *ctx;
@@ -66,62 +57,25 @@ static void unpark_all(ff_fetcher *f, bool delivered, ff_parked *p) {
 }
 
 static void job_free(ff_job *j) {
-  for (size_t i = 0; i < j->count; i++)
-    if (j->chunks[i].fd >= 0 && (i == 0 || j->chunks[i].fd != j->chunks[i - 1].fd)) close(j->chunks[i].fd);
+  sc_close_fds(j->chunks, j->count);
   free(j->chunks);
   free(j);
 }
 
-static bool read_exactly(int fd, uint8_t *buf, size_t len, uint64_t off) {
-  while (len > 0) {
-    ssize_t r = pread(fd, buf, len, (off_t)off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    buf += r;
-    len -= (size_t)r;
-    off += (uint64_t)r;
-  }
-  return true;
-}
-
-static bool id_matches(const ff_fetcher *f, const uint8_t *raw, size_t len, const uint8_t id[16]) {
-  XXH128_hash_t h = XXH3_128bits_withSecret(raw, len, f->secret, f->secret_len);
-  for (int i = 0; i < 8; i++) {
-    if (id[i] != (uint8_t)(h.high64 >> (56 - 8 * i))) return false;
-    if (id[8 + i] != (uint8_t)(h.low64 >> (56 - 8 * i))) return false;
-  }
-  return true;
-}
-
-/* The job's whole verified content, or NULL. `buf`/`cap`: the thread's
- * buffer for stored bytes, grown as needed. */
-static fcc_blob *assemble(const ff_fetcher *f, const ff_job *j, ZSTD_DCtx *dctx, uint8_t **buf, size_t *cap) {
+/* The job's whole verified content, or NULL. */
+static fcc_blob *assemble(const ff_fetcher *f, const ff_job *j, sc_loader *loader) {
   fcc_blob *b = fcc_blob_zeroed((size_t)j->size);
   if (!b) return NULL;
   b->owner = j->owner;
   for (size_t i = 0; i < j->count; i++) {
-    const ff_chunk *c = &j->chunks[i];
-    if (c->file_offset > j->size || c->raw_len > j->size - c->file_offset) goto fail;
-    uint8_t *raw = (uint8_t *)b->data + c->file_offset;
-    if (!c->compressed) {
-      if (c->stored_len != c->raw_len || !read_exactly(c->fd, raw, c->raw_len, c->pack_offset)) goto fail;
-    } else {
-      if (c->stored_len > *cap) {
-        uint8_t *grown = realloc(*buf, c->stored_len);
-        if (!grown) goto fail;
-        *buf = grown;
-        *cap = c->stored_len;
-      }
-      if (!read_exactly(c->fd, *buf, c->stored_len, c->pack_offset)) goto fail;
-      size_t n = ZSTD_decompressDCtx(dctx, raw, c->raw_len, *buf, c->stored_len);
-      if (ZSTD_isError(n) || n != c->raw_len) goto fail;
+    const sc_chunk *c = &j->chunks[i];
+    if (c->file_offset > j->size || c->raw_len > j->size - c->file_offset ||
+        !sc_load(loader, &f->secret, c, (uint8_t *)b->data + c->file_offset)) {
+      fcc_blob_unref(b);
+      return NULL;
     }
-    if (!id_matches(f, raw, c->raw_len, c->id)) goto fail;
   }
   return b;
-fail:
-  fcc_blob_unref(b);
-  return NULL;
 }
 
 typedef struct {
@@ -138,9 +92,8 @@ static void *run(void *arg) {
    * times a walk); it runs on a free core, or once the JS thread waits. */
   struct sched_param none = {0};
   pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
-  ZSTD_DCtx *dctx = ZSTD_createDCtx();
-  uint8_t *buf = NULL;
-  size_t cap = 0;
+  sc_loader loader;
+  bool loading = sc_loader_init(&loader);
   pthread_mutex_lock(&f->lock);
   for (;;) {
     while (!f->head && !f->stopping) pthread_cond_wait(&f->wake, &f->lock);
@@ -151,7 +104,7 @@ static void *run(void *arg) {
     f->assembling[slot] = j;
     pthread_mutex_unlock(&f->lock);
     if (f->delay_ms) usleep(f->delay_ms * 1000u);
-    fcc_blob *content = dctx ? assemble(f, j, dctx, &buf, &cap) : NULL;
+    fcc_blob *content = loading ? assemble(f, j, &loader) : NULL;
     bool delivered = false;
     if (content) {
       pthread_mutex_lock(&f->deliver_lock);
@@ -176,8 +129,7 @@ static void *run(void *arg) {
     pthread_mutex_lock(&f->lock);
   }
   pthread_mutex_unlock(&f->lock);
-  free(buf);
-  ZSTD_freeDCtx(dctx);
+  sc_loader_free(&loader);
   return NULL;
 }
 
@@ -237,11 +189,13 @@ bool ff_park(ff_fetcher *f, uint64_t node, void *item) {
 
 ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
                      ff_deliver deliver, ff_unpark unpark, void *ctx) {
-  if (secret_len < XXH3_SECRET_SIZE_MIN || secret_len > 256 || threads == 0) return NULL;
+  if (threads == 0) return NULL;
   ff_fetcher *f = calloc(1, sizeof *f);
   if (!f) return NULL;
-  memcpy(f->secret, secret, secret_len);
-  f->secret_len = secret_len;
+  if (!sc_secret_set(&f->secret, secret, secret_len)) {
+    free(f);
+    return NULL;
+  }
   f->budget = budget_bytes;
   f->deliver = deliver;
   f->unpark = unpark;
@@ -277,34 +231,26 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
   return f;
 }
 
-bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const ff_chunk *chunks, size_t count) {
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const sc_chunk *chunks, size_t count) {
   if (size == 0 || size > f->budget || count == 0) return false;
   /* The job is made before the lock is taken, and the lock taken once: the JS
    * thread offers a file at a time while the threads take jobs. */
   ff_job *j = calloc(1, sizeof *j);
-  ff_chunk *copy = j ? malloc(count * sizeof *copy) : NULL;
+  sc_chunk *copy = j ? malloc(count * sizeof *copy) : NULL;
   if (!copy) {
     free(j);
     return false;
   }
   memcpy(copy, chunks, count * sizeof *copy);
+  if (!sc_dup_fds(copy, count)) {
+    free(copy);
+    free(j);
+    return false;
+  }
   j->chunks = copy;
   j->node = node;
   j->owner = owner;
   j->size = size;
-  /* One duplicate per run of chunks in the same pack. */
-  for (size_t i = 0; i < count; i++) {
-    if (i > 0 && chunks[i].fd == chunks[i - 1].fd) {
-      copy[i].fd = copy[i - 1].fd;
-      continue;
-    }
-    copy[i].fd = fcntl(chunks[i].fd, F_DUPFD_CLOEXEC, 0);
-    if (copy[i].fd < 0) {
-      j->count = i; /* closes those made so far */
-      job_free(j);
-      return false;
-    }
-  }
   j->count = count;
   pthread_mutex_lock(&f->lock);
   bool taken = !f->stopping && f->held + size <= f->budget;

@@ -21,17 +21,7 @@
 #include <stdint.h>
 
 #include "fuse_content.h"
-
-/* Where one chunk of a file is stored. `fd` is the caller's: ff_offer
- * duplicates it, so the caller may close its own at any time. */
-typedef struct {
-  int fd;
-  bool compressed;
-  uint64_t pack_offset; /* of the stored bytes (after the blob header) */
-  uint32_t stored_len, raw_len;
-  uint64_t file_offset;
-  uint8_t id[16]; /* big-endian XXH3-128 of the raw bytes, keyed */
-} ff_chunk;
+#include "stored_chunk.h"
 
 typedef struct ff_fetcher ff_fetcher;
 
@@ -53,7 +43,7 @@ ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads,
 /* Queues node `node`'s content: `size` bytes, the chunks given (holes between
  * them read as zeros), of the entry whose st_ino is `owner` (fcc_blob.owner).
  * False when over budget or out of descriptors/memory. */
-bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const ff_chunk *chunks, size_t count);
+bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const sc_chunk *chunks, size_t count);
 
 /* Holds `item` (a request for node `node`'s content) until the node's content
  * is delivered or dropped, if it is queued or being assembled: true then, and

@@ -74,6 +74,7 @@
 
 #include "fuse_content.h"
 #include "fuse_fetch.h"
+#include "fuse_stream.h"
 #include "fuse_push.h"
 
 /* ------------------------------------------------------------------ */
@@ -104,6 +105,7 @@
   X(fuse_reply_readlink)         \
   X(fuse_reply_open)             \
   X(fuse_reply_buf)              \
+  X(fuse_reply_iov)              \
   X(fuse_reply_statfs)           \
   X(fuse_reply_xattr)            \
   X(fuse_add_direntry)
@@ -138,6 +140,7 @@ enum {
   FL_ACCESS = 13,
   FL_REF = 14,
   FL_READDIRPLUS = 15,
+  FL_STREAM_ENDING = 16, /* not a request: a stream's stretch is running out (fuse_stream.h) */
   FL_CLOSED = 31
 };
 
@@ -157,6 +160,7 @@ typedef struct fl_session fl_session;
  * at most this many bytes, on this many threads. */
 #define FETCH_BUDGET_BYTES (16u << 20)
 #define FETCH_THREADS 2u
+#define STREAM_THREADS 2u
 /* offerStoredContent's chunk records (little-endian): fd i32, flags u32
  * (bit 0: zstd), pack offset u64, stored length u32, raw length u32, file
  * offset u64, id 16 bytes. */
@@ -202,8 +206,11 @@ struct fl_session {
   fp_pusher *pusher;  /* notifications to the kernel (fuse_push.h); NULL: none */
   ff_fetcher *fetcher; /* NULL until JS gives the hash secret (fuse_fetch.h) */
   uint64_t fetched, fetch_failed; /* the fetcher's counts when it stopped */
+  fs_streams *streams; /* large files read through, started with the fetcher (fuse_stream.h) */
+  uint64_t streamed, stream_parked, stream_failed; /* the streams' counts when they stopped */
   uint64_t pushed, push_refused, invalidated; /* the pusher's counts when it stopped */
   bool names; /* JS takes FL_REF: lookups may be answered from listed names */
+  bool stretches; /* JS takes FL_STREAM_ENDING: it adds stretches to streams */
   /* Lookups answered here, not yet told to JS: records of node u64, parent
    * u64, name length u32, name bytes. Loop thread only. */
   char *ref_buf;
@@ -520,6 +527,57 @@ static bool read_stored(fl_session *s, fuse_req_t req, uint64_t ino, size_t size
   return true;
 }
 
+/* Sends a stream's view as the reply to read `it` (and frees it), if the
+ * bytes are still those of the entry the node id names. */
+static bool reply_view(fl_session *s, fl_item *it, uint64_t ino, fs_view *view) {
+  bool ours = fc_node_is(s->cache, ino, view->owner);
+  if (ours) {
+    lf.fuse_reply_iov(it->req, view->iov, view->parts);
+    free(it);
+  }
+  fs_view_release(view);
+  return ours;
+}
+
+/* Answers a read of a large file the streams hold (offerStream), at once or
+ * once its chunks are loaded (answer_streamed); false when they do not. */
+static bool read_streamed(fl_session *s, fl_item *it, uint64_t ino, size_t size, off_t off) {
+  fs_view view;
+  switch (fs_read(s->streams, ino, (uint64_t)off, size, &view, it)) {
+  case FS_HIT:
+    return reply_view(s, it, ino, &view);
+  case FS_PARKED:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* A read fs_read held, on a stream's thread: answered with its bytes, else
+ * handed to JS (which reports a damaged chunk). */
+static void answer_streamed(void *ctx, uint64_t node, void *item, fs_view *view) {
+  fl_session *s = ctx;
+  fl_item *it = item;
+  if (view && reply_view(s, it, node, view)) return;
+  if (atomic_load(&s->reads_closed)) {
+    lf.fuse_reply_err(it->req, EIO); /* the kernel gave up on it already */
+    free(it);
+  } else {
+    submit_item(s, it);
+  }
+}
+
+/* A stream's last stretch is being loaded (on a stream's thread): JS hears of
+ * it, to add the next one (offerStream with extend) before the reader gets there. */
+static void stream_ending(void *ctx, uint64_t node, uint64_t end) {
+  fl_session *s = ctx;
+  if (!s->stretches || atomic_load(&s->reads_closed)) return;
+  fl_item *it = item_new(NULL, FL_STREAM_ENDING, node, 0);
+  if (!it) return;
+  it->a = end;
+  if (napi_call_threadsafe_function(s->tsfn, it, napi_tsfn_nonblocking) != napi_ok) free(it);
+}
+
 /* Reads of a file read ahead (offerStoredContent) are answered here; only those
  * opened without JS, whose reads go by node id anyway. A read of a file the
  * fetcher has yet to finish waits for it (ff_park, unpark_read) rather than
@@ -535,6 +593,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     it->c = fi->fh;
     if (fi->fh == OPENED_BY_BINDING && off >= 0 && s->fetcher) {
       flush_refs(s); /* JS hears of the node before the read, whenever it gets it */
+      if (s->streams && read_streamed(s, it, ino, size, off)) return;
       if (ff_park(s->fetcher, ino, it)) {
         atomic_fetch_add_explicit(&s->parked_reads, 1, memory_order_relaxed);
         return;
@@ -839,6 +898,7 @@ static void *fl_loop(void *arg) {
   /* No read is held for the fetcher past this point: JS's channel closes below. */
   atomic_store(&s->reads_closed, true);
   if (s->fetcher) ff_clear(s->fetcher);
+  if (s->streams) fs_clear(s->streams);
   flush_refs(s);
   /* Queued after every request this thread queued: JS sees them first. */
   fl_item *close_item = s->close_item;
@@ -881,6 +941,11 @@ static void fl_teardown(fl_session *s, bool from_hook) {
     ff_stop(s->fetcher);
     s->fetcher = NULL;
   }
+  if (s->streams) {
+    fs_counts(s->streams, &s->streamed, &s->stream_parked, &s->stream_failed);
+    fs_stop(s->streams);
+    s->streams = NULL;
+  }
   if (s->pusher) {
     fp_counts(s->pusher, &s->pushed, &s->push_refused, &s->invalidated);
     fp_release(s->pusher);
@@ -899,6 +964,7 @@ static void fl_teardown(fl_session *s, bool from_hook) {
 
 static void fl_session_free(fl_session *s) {
   if (s->fetcher) ff_stop(s->fetcher);
+  if (s->streams) fs_stop(s->streams);
   if (s->pusher) fp_release(s->pusher);
   pthread_mutex_destroy(&s->lock);
   free(s->ref_buf);
@@ -1041,6 +1107,20 @@ static void fl_call_js(napi_env env, napi_value js_cb, void *context, void *data
       if (napi_create_int32(env, FL_REF, &argv[0]) == napi_ok &&
           napi_get_undefined(env, &argv[1]) == napi_ok && mk_u64(env, it->a, &argv[2]) &&
           mk_bytes(env, it->data, it->len, &argv[3]))
+        napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
+      napi_close_handle_scope(env, scope);
+    }
+    free(it);
+    return;
+  }
+  if (it->op == FL_STREAM_ENDING) {
+    /* dispatch(FL_STREAM_ENDING, undefined, node, end) */
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      napi_value argv[4];
+      if (napi_create_int32(env, FL_STREAM_ENDING, &argv[0]) == napi_ok &&
+          napi_get_undefined(env, &argv[1]) == napi_ok && mk_u64(env, it->ino, &argv[2]) &&
+          mk_num(env, it->a, &argv[3]))
         napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
       napi_close_handle_scope(env, scope);
     }
@@ -1399,6 +1479,7 @@ static napi_value fl_mount(napi_env env, napi_callback_info info) {
   s->cache = cache;
   s->content = content;
   s->names = HAS(mask, FL_REF);
+  s->stretches = HAS(mask, FL_STREAM_ENDING);
   s->xattr_ns = xattr_ns;
   s->xattr_ns_len = xattr_ns_len;
   s->pending.next = s->pending.prev = &s->pending;
@@ -1634,6 +1715,7 @@ static napi_value fl_drop_cached(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   fc_clear(s->cache);
   if (s->fetcher) ff_clear(s->fetcher); /* first: it delivers to the others */
+  if (s->streams) fs_clear(s->streams);
   fcc_clear(s->content);
   if (s->pusher) fp_clear(s->pusher);
   SN_CALL(env, napi_get_undefined(env, &r));
@@ -1665,7 +1747,54 @@ static napi_value fl_fetch_with(napi_env env, napi_callback_info info) {
   if (!sn_get_bytes(env, argv[1], "secret", &secret, &len)) return NULL;
   if (s->torn_down || s->fetcher) return js_bool(env, !s->torn_down);
   s->fetcher = ff_start(secret, len, FETCH_THREADS, FETCH_BUDGET_BYTES, deliver_fetched, unpark_read, s);
+  /* Without the fetcher no read reaches the streams (ll_read): none without it. */
+  if (s->fetcher) s->streams = fs_start(secret, len, STREAM_THREADS, answer_streamed, stream_ending, s);
   return js_bool(env, s->fetcher != NULL);
+}
+
+/* The chunk records of offerStoredContent and offerStream (STORED_CHUNK_BYTES
+ * each, layout in lib/platform/libfuse.ts) into *out, malloc'd (NULL when
+ * memory is short); false with a JS exception pending. */
+static bool chunks_arg(napi_env env, napi_value value, sc_chunk **out, size_t *count) {
+  const uint8_t *p;
+  size_t len;
+  *out = NULL;
+  if (!sn_get_bytes(env, value, "chunks", &p, &len)) return false;
+  if (len == 0 || len % STORED_CHUNK_BYTES != 0) {
+    throw_type(env, "chunks", "whole 48-byte chunk records");
+    return false;
+  }
+  sc_chunk *chunks = *out = malloc(len / STORED_CHUNK_BYTES * sizeof *chunks);
+  if (!chunks) return true;
+  *count = len / STORED_CHUNK_BYTES;
+  for (size_t i = 0; i < *count; i++, p += STORED_CHUNK_BYTES) {
+    int32_t fd;
+    uint32_t flags;
+    memcpy(&fd, p, 4);
+    memcpy(&flags, p + 4, 4);
+    chunks[i].fd = fd;
+    chunks[i].compressed = (flags & 1) != 0;
+    memcpy(&chunks[i].pack_offset, p + 8, 8);
+    memcpy(&chunks[i].stored_len, p + 16, 4);
+    memcpy(&chunks[i].raw_len, p + 20, 4);
+    memcpy(&chunks[i].file_offset, p + 24, 8);
+    memcpy(chunks[i].id, p + 32, 16);
+  }
+  return true;
+}
+
+/* The node id and owner (st_ino) arguments of the offers; false with a JS exception pending. */
+static bool node_and_owner_args(napi_env env, napi_value *argv, uint64_t *id, uint64_t *owner) {
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[0], id, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "node", "a bigint node id");
+    return false;
+  }
+  if (napi_get_value_bigint_uint64(env, argv[1], owner, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "owner", "a bigint inode number");
+    return false;
+  }
+  return true;
 }
 
 /* offerStoredContent(session, node: bigint, owner: bigint, size: number, chunks: Uint8Array):
@@ -1679,45 +1808,55 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
   uint64_t id, owner;
-  bool lossless;
-  if (napi_get_value_bigint_uint64(env, argv[1], &id, &lossless) != napi_ok || !lossless) {
-    throw_type(env, "node", "a bigint node id");
-    return NULL;
-  }
-  if (napi_get_value_bigint_uint64(env, argv[2], &owner, &lossless) != napi_ok || !lossless) {
-    throw_type(env, "owner", "a bigint inode number");
-    return NULL;
-  }
+  if (!node_and_owner_args(env, argv + 1, &id, &owner)) return NULL;
   double size;
   if (napi_get_value_double(env, argv[3], &size) != napi_ok || !(size > 0) || size > (double)UINT32_MAX) {
     throw_type(env, "size", "a positive file size");
     return NULL;
   }
-  const uint8_t *p;
-  size_t len;
-  if (!sn_get_bytes(env, argv[4], "chunks", &p, &len)) return NULL;
-  if (len == 0 || len % STORED_CHUNK_BYTES != 0) {
-    throw_type(env, "chunks", "whole 48-byte chunk records");
+  size_t count;
+  sc_chunk *chunks;
+  if (!chunks_arg(env, argv[4], &chunks, &count)) return NULL;
+  bool taken = chunks && !s->torn_down && s->fetcher && fc_claim(s->cache, id, owner) &&
+               ff_offer(s->fetcher, id, owner, (uint64_t)size, chunks, count);
+  free(chunks);
+  return js_bool(env, taken);
+}
+
+/* offerStream(session, node: bigint, owner: bigint, size: number, reached: number, chunks: Uint8Array,
+ * extend: boolean): a stretch of a large file of snapshot content being read
+ * through (the chunks from the reader's position on, records as
+ * offerStoredContent's), whose reads the binding then answers itself
+ * (fuse_stream.h); the reader is at `reached`. With `extend`, the stretch after
+ * the node's stream (FL_STREAM_ENDING asked for it). False when not taken (no
+ * streams, no stream to extend, memory or descriptors short, or the id names
+ * another entry: fc_claim). */
+static napi_value fl_offer_stream(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!sn_get_args(env, info, 7, argv, "offerStream")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t id, owner;
+  if (!node_and_owner_args(env, argv + 1, &id, &owner)) return NULL;
+  double size, reached;
+  if (napi_get_value_double(env, argv[3], &size) != napi_ok || !(size > 0) || size > 9007199254740991.0) {
+    throw_type(env, "size", "a positive file size");
     return NULL;
   }
-  if (s->torn_down || !s->fetcher) return js_bool(env, false);
-  size_t count = len / STORED_CHUNK_BYTES;
-  ff_chunk *chunks = malloc(count * sizeof *chunks);
-  if (!chunks) return js_bool(env, false);
-  for (size_t i = 0; i < count; i++, p += STORED_CHUNK_BYTES) {
-    int32_t fd;
-    uint32_t flags;
-    memcpy(&fd, p, 4);
-    memcpy(&flags, p + 4, 4);
-    chunks[i].fd = fd;
-    chunks[i].compressed = (flags & 1) != 0;
-    memcpy(&chunks[i].pack_offset, p + 8, 8);
-    memcpy(&chunks[i].stored_len, p + 16, 4);
-    memcpy(&chunks[i].raw_len, p + 20, 4);
-    memcpy(&chunks[i].file_offset, p + 24, 8);
-    memcpy(chunks[i].id, p + 32, 16);
+  if (napi_get_value_double(env, argv[4], &reached) != napi_ok || !(reached >= 0) || reached > size) {
+    throw_type(env, "reached", "an offset within the file");
+    return NULL;
   }
-  bool taken = fc_claim(s->cache, id, owner) && ff_offer(s->fetcher, id, owner, (uint64_t)size, chunks, count);
+  bool extend;
+  if (napi_get_value_bool(env, argv[6], &extend) != napi_ok) {
+    throw_type(env, "extend", "a boolean");
+    return NULL;
+  }
+  size_t count;
+  sc_chunk *chunks;
+  if (!chunks_arg(env, argv[5], &chunks, &count)) return NULL;
+  bool taken = chunks && !s->torn_down && s->streams && fc_claim(s->cache, id, owner) &&
+               fs_offer(s->streams, id, owner, (uint64_t)size, (uint64_t)reached, chunks, count, extend);
   free(chunks);
   return js_bool(env, taken);
 }
@@ -1747,14 +1886,16 @@ static napi_value fl_invalidate_entry(napi_env env, napi_callback_info info) {
  * kernel's opcode (linux/fuse.h), then the READs answered from files read
  * ahead, the files the store took, the files pushed into the page
  * cache, the pushes the kernel refused, the files the fetcher assembled
- * and dropped (a chunk failed), the READs that waited for the fetcher, and
- * the entries the kernel invalidated (invalidateEntry). */
+ * and dropped (a chunk failed), the READs that waited for the fetcher, the
+ * entries the kernel invalidated (invalidateEntry), and of the streams of
+ * large files (offerStream) the READs they answered, those that waited for
+ * a chunk, and the chunks that failed their check. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 8, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 11, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1779,6 +1920,13 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 6, v));
   SN_CALL(env, napi_create_double(env, (double)invalidated, &v));
   SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 7, v));
+  uint64_t streamed = s->streamed, stream_parked = s->stream_parked, stream_failed = s->stream_failed;
+  if (s->streams) fs_counts(s->streams, &streamed, &stream_parked, &stream_failed);
+  const uint64_t stream_counts[3] = {streamed, stream_parked, stream_failed};
+  for (uint32_t i = 0; i < 3; i++) {
+    SN_CALL(env, napi_create_double(env, (double)stream_counts[i], &v));
+    SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 8 + i, v));
+  }
   return arr;
 }
 
@@ -2234,6 +2382,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("requestCounts", fl_request_counts),
       FN("fetchWith", fl_fetch_with),
       FN("offerStoredContent", fl_offer_stored_content),
+      FN("offerStream", fl_offer_stream),
       FN("invalidateEntry", fl_invalidate_entry),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),

@@ -8,17 +8,25 @@ import { chunkId, decodeChunkList } from '../../lib/format/tree.js';
 import { idFromHex, idToHex } from '../../lib/format/blob-id.js';
 import { BLOB_HEADER_BYTES } from '../../lib/format/pack.js';
 
-/** Flips a bit in the middle of the stored bytes of the first chunk of `file` (a path in source@last). */
-export async function flipStoredByte(repo: string, source: string, file: string): Promise<void> {
+/**
+ * Flips a bit in the middle of the stored bytes of a chunk of `file` (a path in
+ * source@last): its first, or chunk number `which`, or the one in the middle of its chunk
+ * list. Returns where that chunk lies in the file.
+ */
+export async function flipStoredByte(repo: string, source: string, file: string, which: number | 'middle' = 0): Promise<{ fileOffset: number; length: number }> {
   const r = await Repository.open(repo, { readOnly: true });
   let packFile: string;
   let at: number;
+  let damaged: { fileOffset: number; length: number };
   try {
     const snap = await new SnapshotCatalog(r.snapshots).resolve(source, 'last');
     const parts = file.split('/').map((p) => Buffer.from(p));
     const { entry } = await new TreeReader(r.blobs).resolve(idFromHex(snap.root), parts, file);
     const chunks = decodeChunkList(entry!.content!, entry!.size);
-    const loc = r.index.lookup(chunkId(chunks, 0))!;
+    const i = which === 'middle' ? Math.floor(chunks.count / 2) : which;
+    if (i < 0 || i >= chunks.count) throw new Error(`${file} has no chunk ${i} (${chunks.count} chunks)`);
+    damaged = { fileOffset: chunks.offsets[i]!, length: chunks.lengths[i]! };
+    const loc = r.index.lookup(chunkId(chunks, i))!;
     packFile = r.layout.packFile(idToHex(loc.pack));
     at = loc.offset + BLOB_HEADER_BYTES + Math.floor(loc.storedLength / 2);
   } finally {
@@ -33,4 +41,5 @@ export async function flipStoredByte(repo: string, source: string, file: string)
   } finally {
     await fh.close();
   }
+  return damaged;
 }
