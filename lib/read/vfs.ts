@@ -126,7 +126,7 @@ export interface VfsOptions {
    * heap they really take: decoded entries are objects, Buffers and BigInts); default 6 MiB.
    */
   treeCacheBytes?: number;
-  /** Decompressed file chunks kept in memory (read-ahead lands here too); default 16 MiB. */
+  /** Decompressed file chunks kept in memory (read-ahead lands here too); default 8 MiB. */
   chunkCacheBytes?: number;
   /** Node table size (estimated bytes); default 4 MiB. */
   nodeCacheBytes?: number;
@@ -275,7 +275,7 @@ export class Vfs {
   private constructor(private readonly repo: Repository, private readonly opts: VfsOptions) {
     // ~25,000 decoded entries (TreeReader charges what they really cost on the heap).
     this.trees = new TreeReader(repo.blobs, opts.treeCacheBytes ?? 16 * 1024 * 1024);
-    this.files = new FileReader(repo.blobs, { cacheBytes: opts.chunkCacheBytes ?? 16 * 1024 * 1024, recycle: true });
+    this.files = new FileReader(repo.blobs, { cacheBytes: opts.chunkCacheBytes ?? 8 * 1024 * 1024, recycle: true });
     this.nodes = new ByteLru(opts.nodeCacheBytes ?? 4 * 1024 * 1024);
     this.uid = opts.uid ?? process.getuid?.() ?? 0;
     this.gid = opts.gid ?? process.getgid?.() ?? 0;
