@@ -14,8 +14,8 @@
 #define FS_STREAMS 4
 /* Chunks are loaded while they start less than this far past the reader: room
  * for each thread to load one while the reader consumes the ones before (the
- * kernel itself reads 1 MiB ahead; chunks average 1 MiB). 6 MiB read the
- * benchmark's dump ~10% faster, for 2 MiB more memory per stream. */
+ * kernel itself reads 1 MiB ahead; chunks average 1 MiB). 6 MiB was not
+ * measurably faster with the benchmark's dump. */
 #define FS_AHEAD_BYTES ((uint64_t)4 << 20)
 /* And kept until they end this far behind it: the kernel's reads arrive
  * nearly, not exactly, in order (with a 1 MiB read-ahead window, reads up to
