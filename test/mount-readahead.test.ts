@@ -11,33 +11,14 @@ import t from 'tap';
 import { promises as fs } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
-import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, Mounted, mountForeground, readAheadSettled, serverMemory } from './helpers/mount.js';
+import { runProcess } from './helpers/cli.js';
+import { fuseAvailable, mountBackedUp, readAheadSettled, serverMemory } from './helpers/mount.js';
 import { flipStoredByte } from './helpers/damage.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const ahead = async (m: Parameters<typeof serverMemory>[0]): Promise<number> => (await serverMemory(m)).requests['READ of files read ahead'] ?? 0;
 const md5 = (b: Buffer): string => crypto.createHash('md5').update(b).digest('hex');
 const tarSum = async (d: string): Promise<string> => (await runProcess('sh', ['-c', 'tar -C "$1" --sort=name -cf - . | md5sum', 'sh', d])).stdout;
-
-/**
- * A tree made by `fill`, backed up as source `name` into a new repository (`damage` then
- * runs on it), mounted; `last` is MNT/name/last.
- */
-async function mountBackedUp(t: any, name: string, fill: (src: string) => Promise<void>, env?: Record<string, string>, damage?: (repo: string) => Promise<void>): Promise<{ src: string; last: string; m: Mounted }> {
-  const work = await tmpDir(t, `mount-${name}`);
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  await fs.mkdir(src);
-  await fill(src);
-  await initRepo(repo);
-  await backup(repo, src, name);
-  await damage?.(repo);
-  await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt, [], env);
-  return { src, last: path.join(mnt, name, 'last'), m };
-}
 
 t.test('files read ahead answer every read with the bytes of the file', { skip }, async (t) => {
   // A few small files of odd sizes, then more than the binding's 4 MiB store holds.

@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { runProcess, tmpDir } from './helpers/cli.js';
-import { backup, fuseAvailable, initRepo, Mounted, mountForeground, serverMemory } from './helpers/mount.js';
+import { fuseAvailable, mountBackedUp, serverMemory } from './helpers/mount.js';
 import { flipStoredByte } from './helpers/damage.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
@@ -30,23 +30,8 @@ function mixedContent(bytes: number, seed: number): Buffer {
   return out;
 }
 
-async function mountOf(t: any, name: string, fill: (src: string) => Promise<void>, env?: Record<string, string>, damage?: (repo: string) => Promise<void>): Promise<{ src: string; last: string; repo: string; mnt: string; m: Mounted }> {
-  const work = await tmpDir(t, `mount-${name}`);
-  const src = path.join(work, 'src');
-  const repo = path.join(work, 'repo');
-  const mnt = path.join(work, 'mnt');
-  await fs.mkdir(src);
-  await fill(src);
-  await initRepo(repo);
-  await backup(repo, src, name);
-  await damage?.(repo);
-  await fs.mkdir(mnt);
-  const m = await mountForeground(t, repo, mnt, [], env);
-  return { src, last: path.join(mnt, name, 'last'), repo, mnt, m };
-}
-
 t.test('large files read through are answered from the stream, with their bytes', { skip }, async (t) => {
-  const { src, last, m } = await mountOf(t, 'big', async (src) => {
+  const { src, last, m } = await mountBackedUp(t, 'big', async (src) => {
     await fs.writeFile(path.join(src, 'dump.sql'), mixedContent(40 * MiB, 1)); // more than one 32 MiB stretch
     await fs.writeFile(path.join(src, 'random.bin'), crypto.randomBytes(12 * MiB)); // stored uncompressed
     // A hole in the middle: reads across it are answered by JS, the data around it streamed.
@@ -100,7 +85,7 @@ t.test('a damaged chunk in a streamed file: EIO, never its bytes; reads before i
   const other = mixedContent(9 * MiB, 6);
   for (const delay of ['0', '40']) {
     await t.test(`chunks loaded ${delay === '0' ? 'at once' : 'slowly (reads wait for them)'}`, async (t) => {
-      const { last, m } = await mountOf(t, 'bad', async (src) => {
+      const { last, m } = await mountBackedUp(t, 'bad', async (src) => {
         await fs.writeFile(path.join(src, 'dump.sql'), body);
         await fs.writeFile(path.join(src, 'other.sql'), other);
       }, { SNAPFS_FUSE_FETCH_DELAY_MS: delay }, async (repo) => {

@@ -4,7 +4,7 @@
 
 import { promises as fsp, constants as C } from 'node:fs';
 import path from 'node:path';
-import { spawnSnapfs, runProcess, runSnapfs, type SnapfsChild } from './cli.js';
+import { spawnSnapfs, runProcess, runSnapfs, tmpDir, type SnapfsChild } from './cli.js';
 import { findMount } from '../../lib/fuse/mount.js';
 import { toFuseName } from '../../lib/fuse/names.js';
 import { utimensNoFollow } from '../../lib/platform/native.js';
@@ -110,6 +110,31 @@ export async function mountForeground(t: any, repo: string, mnt: string, extra: 
     });
   });
   return { mnt, child, info, stop };
+}
+
+/**
+ * A tree made by `fill`, backed up as source `name` into a new repository (`damage` then
+ * runs on it), mounted by a foreground server with `env`; `last` is MNT/name/last.
+ */
+export async function mountBackedUp(
+  t: any,
+  name: string,
+  fill: (src: string) => Promise<void>,
+  env?: Record<string, string>,
+  damage?: (repo: string) => Promise<void>,
+): Promise<{ src: string; repo: string; last: string; m: Mounted }> {
+  const work = await tmpDir(t, `mount-${name}`);
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  await fsp.mkdir(src);
+  await fill(src);
+  await initRepo(repo);
+  await backup(repo, src, name);
+  await damage?.(repo);
+  await fsp.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt, [], env);
+  return { src, repo, last: path.join(mnt, name, 'last'), m };
 }
 
 /** Waits for the server to exit; returns its exit code (or -1 on a signal). */
