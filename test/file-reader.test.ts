@@ -70,3 +70,49 @@ t.test('recycled chunk memory: concurrent reads return the stored bytes', async 
   }
   t.equal(bad, 0, 'every read returned the stored bytes');
 });
+
+t.test('a stretch of a file for the binding to stream: the chunks that cover it, in order', async (t) => {
+  const work = await tmpDir(t, 'stretch');
+  const src = path.join(work, 'src');
+  const repoDir = path.join(work, 'repo');
+  await fs.mkdir(src);
+  const size = 3_000_000;
+  await fs.writeFile(path.join(src, 'big'), Buffer.concat([crypto.randomBytes(size / 2), Buffer.alloc(size / 2, 7)]));
+  // A hole between two runs of data: the stretch has no chunk for it.
+  const sparse = await fs.open(path.join(src, 'sparse'), 'w');
+  await sparse.write(crypto.randomBytes(400_000), 0, 400_000, 0);
+  await sparse.write(crypto.randomBytes(400_000), 0, 400_000, 2_000_000);
+  await sparse.close();
+  await initRepo(repoDir); // 64 KiB average chunks
+  await backup(repoDir, src, 'data');
+  const repo = await Repository.open(repoDir, { readOnly: true });
+  t.teardown(() => repo.close());
+  const vfs = await Vfs.open(repo);
+  t.teardown(() => vfs.close());
+  const look = async (parent: bigint, name: string): Promise<bigint> => (await vfs.lookup(parent, Buffer.from(name))).id;
+  const source = await look(ROOT_ID, 'data');
+  const snap = (await vfs.readdir(source)).entries.map((e) => e.name.toString()).find((n) => /^\d{4}-/.test(n))!;
+  const dir = await look(source, snap);
+  const big = await look(dir, 'big');
+  const attr = await vfs.getattr(big);
+
+  t.equal(await vfs.storedStretch(big, 0, 1 << 20, size), undefined, 'a file no larger than minSize is not streamed');
+  for (const [from, bytes] of [[0, 1 << 20], [777_777, 500_000], [size - 10, 1 << 20]] as const) {
+    const s = (await vfs.storedStretch(big, from, bytes, 0))!;
+    t.equal(s.size, size);
+    t.equal(s.ino, BigInt(attr.ino), 'with the file\'s inode number');
+    const first = s.chunks[0]!;
+    t.ok(first.fileOffset <= from && from < first.fileOffset + first.rawLength, `from ${from}: the first chunk holds it`);
+    s.chunks.forEach((c, i) => {
+      if (i > 0) t.equal(c.fileOffset, s.chunks[i - 1]!.fileOffset + s.chunks[i - 1]!.rawLength, `chunk ${i} follows the one before`);
+      t.ok(c.fileOffset < from + bytes, `chunk ${i} starts within the stretch`);
+    });
+    const last = s.chunks[s.chunks.length - 1]!;
+    t.equal(s.end, last.fileOffset + last.rawLength, 'the stretch ends with its last chunk');
+    t.ok(s.end >= Math.min(size, from + bytes), 'and covers it');
+  }
+  const sp = await look(dir, 'sparse');
+  const inHole = (await vfs.storedStretch(sp, 1_000_000, 2_000_000, 0))!;
+  t.ok(inHole.chunks[0]!.fileOffset >= 1_000_000, 'from inside a hole: the first chunk after it');
+  t.equal(await vfs.storedStretch(sp, 1_000_000, 500_000, 0), undefined, 'a stretch that is all hole: nothing to stream');
+});
