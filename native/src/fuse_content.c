@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
   uint64_t id;
@@ -18,15 +19,42 @@ struct fcc_store {
   uint64_t taken;
 };
 
-fcc_blob *fcc_blob_zeroed(size_t len) {
-  fcc_blob *b = calloc(1, sizeof *b + len);
-  if (!b) return NULL;
-  atomic_init(&b->refs, 1);
-  b->len = b->cap = len;
-  return b;
+/* The pool of blobs let go (see fcc_blob_new): most recent last. */
+#define POOL_SLOTS 32
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static fcc_blob *pool[POOL_SLOTS];
+static unsigned pooled;
+static size_t pooled_bytes;
+
+/* Allocation sizes: four per doubling, so that a blob let go fits the next of about its size. */
+static size_t rounded(size_t len) {
+  size_t step = FCC_REUSED_BYTES / 4;
+  while (step * 8 <= len) step *= 2;
+  return (len + step - 1) / step * step;
 }
 
-fcc_blob *fcc_blob_new(size_t len, size_t cap) {
+fcc_blob *fcc_blob_new(size_t len) {
+  if (len >= FCC_REUSED_BYTES) {
+    /* The smallest pooled blob that fits, if it is not twice too big. */
+    fcc_blob *b = NULL;
+    pthread_mutex_lock(&pool_lock);
+    unsigned best = pooled;
+    for (unsigned i = 0; i < pooled; i++)
+      if (pool[i]->cap >= len && pool[i]->cap / 2 < len && (best == pooled || pool[i]->cap < pool[best]->cap)) best = i;
+    if (best < pooled) {
+      b = pool[best];
+      pool[best] = pool[--pooled];
+      pooled_bytes -= b->cap;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (b) {
+      atomic_store(&b->refs, 1);
+      b->len = len;
+      b->owner = 0;
+      return b;
+    }
+  }
+  size_t cap = len >= FCC_REUSED_BYTES ? rounded(len) : len;
   fcc_blob *b = malloc(sizeof *b + cap);
   if (!b) return NULL;
   atomic_init(&b->refs, 1);
@@ -42,7 +70,24 @@ fcc_blob *fcc_blob_ref(fcc_blob *b) {
 }
 
 void fcc_blob_unref(fcc_blob *b) {
-  if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) free(b);
+  if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+  if (b->cap >= FCC_REUSED_BYTES) {
+    pthread_mutex_lock(&pool_lock);
+    /* Full: the oldest goes, so that the pool holds the sizes in use now. */
+    while (pooled && (pooled == POOL_SLOTS || pooled_bytes + b->cap > FCC_POOL_BYTES)) {
+      fcc_blob *old = pool[0];
+      pooled_bytes -= old->cap;
+      memmove(pool, pool + 1, --pooled * sizeof *pool);
+      free(old);
+    }
+    if (b->cap <= FCC_POOL_BYTES) {
+      pool[pooled++] = b;
+      pooled_bytes += b->cap;
+      b = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+  }
+  free(b);
 }
 
 fcc_store *fcc_new(size_t budget_bytes, unsigned slots) {

@@ -23,7 +23,7 @@ typedef struct fcc_store fcc_store;
 typedef struct fcc_blob {
   _Atomic unsigned refs;
   size_t len;
-  size_t cap; /* bytes allocated for data (>= len): a blob may be reused (fuse_stream.c) */
+  size_t cap; /* bytes allocated for data (>= len): blobs are reused */
   /* The inode number (st_ino) of the entry whose content this is: node ids
    * are hashes and may, rarely, come to name another entry, so whoever
    * serves the bytes for a node checks that it still names this one. */
@@ -31,11 +31,17 @@ typedef struct fcc_blob {
   char data[];
 } fcc_blob;
 
-/* `len` zero bytes with one reference, to be filled in; NULL when memory is short. */
-fcc_blob *fcc_blob_zeroed(size_t len);
-/* Room for `cap` bytes, `len` of them in use (not zeroed), with one reference. */
-fcc_blob *fcc_blob_new(size_t len, size_t cap);
+/* `len` bytes (not zeroed) with one reference, to be filled in; NULL when
+ * memory is short. Blobs of FCC_REUSED_BYTES and more come from, and go back
+ * to, a small pool shared by the whole process (FCC_POOL_BYTES): glibc maps
+ * such sizes afresh for every allocation with the mount server's
+ * MALLOC_MMAP_THRESHOLD_, and each page then written faults, which on a
+ * virtual machine cost more CPU than decompressing the bytes. */
+#define FCC_REUSED_BYTES ((size_t)128 << 10)
+#define FCC_POOL_BYTES ((size_t)8 << 20)
+fcc_blob *fcc_blob_new(size_t len);
 fcc_blob *fcc_blob_ref(fcc_blob *b);
+/* Drops a reference; the last one frees the blob or gives it back to the pool. */
 void fcc_blob_unref(fcc_blob *b);
 
 /* NULL when out of memory. */

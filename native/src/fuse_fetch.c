@@ -62,19 +62,25 @@ static void job_free(ff_job *j) {
   free(j);
 }
 
-/* The job's whole verified content, or NULL. */
+/* The job's whole verified content, or NULL. The chunks come in file order;
+ * the gaps between them (holes) read as zeros. */
 static fcc_blob *assemble(const ff_fetcher *f, const ff_job *j, sc_loader *loader) {
-  fcc_blob *b = fcc_blob_zeroed((size_t)j->size);
+  fcc_blob *b = fcc_blob_new((size_t)j->size);
   if (!b) return NULL;
   b->owner = j->owner;
+  uint8_t *data = (uint8_t *)b->data;
+  uint64_t filled = 0;
   for (size_t i = 0; i < j->count; i++) {
     const sc_chunk *c = &j->chunks[i];
-    if (c->file_offset > j->size || c->raw_len > j->size - c->file_offset ||
-        !sc_load(loader, &f->secret, c, (uint8_t *)b->data + c->file_offset)) {
+    if (c->file_offset < filled || c->file_offset > j->size || c->raw_len > j->size - c->file_offset ||
+        !sc_load(loader, &f->secret, c, data + c->file_offset)) {
       fcc_blob_unref(b);
       return NULL;
     }
+    memset(data + filled, 0, (size_t)(c->file_offset - filled));
+    filled = c->file_offset + c->raw_len;
   }
+  memset(data + filled, 0, (size_t)(j->size - filled));
   return b;
 }
 

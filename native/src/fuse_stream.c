@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,15 +20,6 @@
  * nearly, not exactly, in order (with a 1 MiB read-ahead window, reads up to
  * 2.5 MiB behind the furthest one were seen; 1 MiB sent one read in ten to JS). */
 #define FS_BEHIND_BYTES ((uint64_t)3 << 20)
-
-/* Chunks' memory let go of is kept for the next ones, up to this much (and
- * while a stream is live): a fresh mapping per chunk cost a page fault per
- * 4 KiB written, which on a virtual machine took more CPU than the
- * decompression itself. */
-#define FS_SPARE_BYTES ((size_t)4 << 20)
-#define FS_SPARES 16
-/* Chunk memory is allocated in steps of this much, so that it fits the next. */
-#define FS_BLOB_STEP ((size_t)256 << 10)
 
 enum { PIECE_IDLE, PIECE_LOADING, PIECE_READY, PIECE_FAILED, PIECE_DROPPED };
 
@@ -82,9 +72,6 @@ struct fs_streams {
   unsigned threads;
   pthread_t thread[MAX_THREADS];
   uint64_t answered, parked_reads, failed;
-  fcc_blob *spare[FS_SPARES]; /* chunk memory to reuse */
-  unsigned spares;
-  size_t spare_bytes;
   unsigned delay_ms; /* SNAPFS_FUSE_FETCH_DELAY_MS: tests hold each chunk this long */
 };
 
@@ -146,33 +133,8 @@ static int view_of(fs_stream *s, uint64_t off, size_t size, fs_view *v) {
   return VIEW_READY;
 }
 
-/* Memory for a chunk of `len` bytes: the smallest spare that fits, else new. Lock held. */
-static fcc_blob *blob_for(fs_streams *st, size_t len) {
-  unsigned best = st->spares;
-  for (unsigned i = 0; i < st->spares; i++)
-    if (st->spare[i]->cap >= len && (best == st->spares || st->spare[i]->cap < st->spare[best]->cap)) best = i;
-  if (best == st->spares) return fcc_blob_new(len, (len + FS_BLOB_STEP - 1) / FS_BLOB_STEP * FS_BLOB_STEP);
-  fcc_blob *b = st->spare[best];
-  st->spare[best] = st->spare[--st->spares];
-  st->spare_bytes -= b->cap;
-  b->len = len;
-  return b;
-}
-
-/* Lets go of a chunk's memory: kept for reuse when nothing else holds it (a
- * reply being sent holds a reference; new ones are only taken under the lock,
- * which is held here), else freed with the last reference. Lock held. */
-static void blob_done(fs_streams *st, fcc_blob *b) {
-  if (atomic_load(&b->refs) == 1 && st->spares < FS_SPARES && st->spare_bytes + b->cap <= FS_SPARE_BYTES) {
-    st->spare[st->spares++] = b;
-    st->spare_bytes += b->cap;
-  } else {
-    fcc_blob_unref(b);
-  }
-}
-
-static void drop_piece(fs_streams *st, fs_piece *p) {
-  if (p->state == PIECE_READY) blob_done(st, p->data);
+static void drop_piece(fs_piece *p) {
+  if (p->state == PIECE_READY) fcc_blob_unref(p->data); /* a reply being sent may still hold it */
   if (p->state == PIECE_IDLE) close(p->where.fd);
   p->data = NULL;
   p->state = PIECE_DROPPED;
@@ -181,13 +143,13 @@ static void drop_piece(fs_streams *st, fs_piece *p) {
 /* Lets go of the pieces the reader is done with (the kernel caches their pages
  * now): those ending FS_BEHIND_BYTES before the furthest read, and before every
  * read still waiting. Lock held. */
-static void drop_behind(fs_streams *st, fs_stream *s) {
+static void drop_behind(fs_stream *s) {
   uint64_t limit = s->reached > FS_BEHIND_BYTES ? s->reached - FS_BEHIND_BYTES : 0;
   for (fs_parked *q = s->parked; q; q = q->next)
     if (q->off < limit) limit = q->off;
   while (s->kept < s->count && piece_end(&s->pieces[s->kept]) <= limit &&
          s->pieces[s->kept].state != PIECE_LOADING) {
-    drop_piece(st, &s->pieces[s->kept]);
+    drop_piece(&s->pieces[s->kept]);
     s->kept++;
   }
   if (s->next < s->kept) s->next = s->kept;
@@ -196,7 +158,7 @@ static void drop_behind(fs_streams *st, fs_stream *s) {
 /* Ends stream s: its waiting reads move onto *orphans (answered without a
  * view, outside the lock), its pieces go (a loading one's descriptor is its
  * thread's, which finds the serial changed). Lock held. */
-static void retire(fs_streams *st, fs_stream *s, fs_parked **orphans) {
+static void retire(fs_stream *s, fs_parked **orphans) {
   if (!s->live) return;
   while (s->parked) {
     fs_parked *q = s->parked;
@@ -205,22 +167,17 @@ static void retire(fs_streams *st, fs_stream *s, fs_parked **orphans) {
     *orphans = q;
   }
   for (size_t i = s->kept; i < s->count; i++)
-    if (s->pieces[i].state != PIECE_LOADING) drop_piece(st, &s->pieces[i]);
+    if (s->pieces[i].state != PIECE_LOADING) drop_piece(&s->pieces[i]);
   free(s->pieces);
   s->pieces = NULL;
   s->live = false;
 }
 
 /* Ends stream s, whose reader read its last byte: the kernel caches its pages,
- * and a read that still comes goes to JS. With no stream left, the spare
- * chunk memory goes too. Lock held; s has no reads waiting. */
-static void finish(fs_streams *st, fs_stream *s) {
+ * and a read that still comes goes to JS. Lock held; s has no reads waiting. */
+static void finish(fs_stream *s) {
   fs_parked *none = NULL;
-  retire(st, s, &none);
-  for (unsigned i = 0; i < FS_STREAMS; i++)
-    if (st->stream[i].live) return;
-  while (st->spares) fcc_blob_unref(st->spare[--st->spares]);
-  st->spare_bytes = 0;
+  retire(s, &none);
 }
 
 static void answer_all(fs_streams *st, fs_parked *q, bool with_view) {
@@ -275,7 +232,7 @@ static void *run(void *arg) {
     uint64_t serial = s->serial, node = s->node;
     /* The stretch's last piece: JS may add the next stretch before the reader gets there. */
     uint64_t ending = s->next == s->count && piece_end(p) < s->size ? piece_end(p) : 0;
-    fcc_blob *data = can_load ? blob_for(st, where.raw_len) : NULL;
+    fcc_blob *data = can_load ? fcc_blob_new(where.raw_len) : NULL;
     if (data) data->owner = s->owner;
     pthread_mutex_unlock(&st->lock);
 
@@ -315,10 +272,10 @@ static void *run(void *arg) {
           orphans = q;
         }
       }
-      drop_behind(st, s);
-      if (at_end && !s->parked) finish(st, s);
+      drop_behind(s);
+      if (at_end && !s->parked) finish(s);
     }
-    if (data) blob_done(st, data); /* loaded for a stream that went meanwhile */
+    fcc_blob_unref(data); /* loaded for a stream that went meanwhile */
     pthread_mutex_unlock(&st->lock);
     answer_all(st, ready, true);
     answer_all(st, orphans, false);
@@ -426,7 +383,7 @@ bool fs_offer(fs_streams *st, uint64_t node, uint64_t owner, uint64_t size, uint
     for (unsigned i = 1; i < FS_STREAMS; i++)
       if (st->stream[i].used_at < s->used_at) s = &st->stream[i];
   }
-  retire(st, s, &orphans);
+  retire(s, &orphans);
   bool taken = !st->stopping;
   if (taken) {
     *s = (fs_stream){.live = true,
@@ -473,8 +430,8 @@ fs_result fs_read(fs_streams *st, uint64_t node, uint64_t off, size_t size, fs_v
         uint64_t end = off + size < s->size ? off + size : s->size;
         if (end > s->reached) s->reached = end;
         s->used_at = ++st->tick;
-        drop_behind(st, s);
-        if (end == s->size && !s->parked) finish(st, s); /* the reader got to the end */
+        drop_behind(s);
+        if (end == s->size && !s->parked) finish(s); /* the reader got to the end */
       }
     }
   }
@@ -488,7 +445,7 @@ fs_result fs_read(fs_streams *st, uint64_t node, uint64_t off, size_t size, fs_v
 void fs_clear(fs_streams *st) {
   fs_parked *orphans = NULL;
   pthread_mutex_lock(&st->lock);
-  for (unsigned i = 0; i < FS_STREAMS; i++) retire(st, &st->stream[i], &orphans);
+  for (unsigned i = 0; i < FS_STREAMS; i++) retire(&st->stream[i], &orphans);
   while (st->busy) pthread_cond_wait(&st->idle, &st->lock);
   pthread_mutex_unlock(&st->lock);
   answer_all(st, orphans, false);
@@ -509,7 +466,6 @@ void fs_stop(fs_streams *st) {
   pthread_mutex_unlock(&st->lock);
   for (unsigned i = 0; i < st->threads; i++) pthread_join(st->thread[i], NULL);
   fs_clear(st);
-  while (st->spares) fcc_blob_unref(st->spare[--st->spares]);
   pthread_cond_destroy(&st->idle);
   pthread_cond_destroy(&st->wake);
   pthread_mutex_destroy(&st->lock);
