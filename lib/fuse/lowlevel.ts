@@ -283,10 +283,12 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
       run('read', req, async () => {
         // replyBuf hands the bytes to the kernel before it returns.
         const send = (data: Buffer): boolean => replyBuf(req, data);
-        // fh 0: opened by the binding itself (OPENED_BY_BINDING in fuse_ll.c).
+        // fh 0: opened by the binding itself (OPENED_BY_BINDING in fuse_ll.c). A large file
+        // is offered for streaming before this read is answered: the reads the kernel sends
+        // next then find its chunks loading already.
+        if (fh === 0) streamFile(ino, offset, size);
         await (fh === 0 ? vfs.readNode(ino, offset, size, send) : vfs.read(fh, offset, size, send));
         if (fh === 0 && offset === 0) readFilesAfter(ino);
-        if (fh === 0) streamFile(ino, offset, size);
       }),
 
     release: (req, _ino, fh) =>

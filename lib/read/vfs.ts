@@ -942,13 +942,16 @@ export class Vfs {
     bytes: number,
     minSize: number,
   ): Promise<{ ino: bigint; size: number; end: number; chunks: StoredChunk[] } | undefined> {
-    const h = this.nodeReads.get(id) ?? this.readState(await this.node(id));
-    if (h.file.size <= minSize) return undefined;
-    const chunks = await this.files.storedChunks(h.file, offset, offset + bytes);
+    const h = this.nodeReads.get(id);
+    const n = h?.node ?? (await this.node(id));
+    // The size first: most files read are small, and their chunk lists need no decoding here.
+    if (n.type !== 'entry' || n.entry.kind !== EntryKind.File || n.entry.size <= minSize) return undefined;
+    this.snapshotLive(n.snap);
+    const file = h?.file ?? this.files.open(n.entry);
+    const chunks = await this.files.storedChunks(file, offset, offset + bytes);
     const last = chunks[chunks.length - 1];
     if (!last) return undefined;
-    const ino = this.entryIno(h.node.snap, h.node.path, h.node.entry);
-    return { ino, size: h.file.size, end: last.fileOffset + last.rawLength, chunks };
+    return { ino: this.entryIno(n.snap, n.path, n.entry), size: file.size, end: last.fileOffset + last.rawLength, chunks };
   }
 
   /**
