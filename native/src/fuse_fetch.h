@@ -40,9 +40,10 @@ typedef void (*ff_unpark)(void *ctx, uint64_t node, bool delivered, void *item);
 ff_fetcher *ff_start(const uint8_t *secret, size_t secret_len, unsigned threads, size_t budget_bytes,
                      ff_deliver deliver, ff_unpark unpark, void *ctx);
 
-/* Queues node `node`'s content: `size` bytes, the chunks given (holes between
- * them read as zeros), of the entry whose st_ino is `owner` (fcc_blob.owner).
- * False when over budget or out of descriptors/memory. */
+/* Queues node `node`'s content: `size` bytes, the chunks given in file order
+ * (holes between them read as zeros; a chunk out of order drops the file), of
+ * the entry whose st_ino is `owner` (fcc_blob.owner). False when over budget
+ * or out of descriptors/memory. */
 bool ff_offer(ff_fetcher *f, uint64_t node, uint64_t owner, uint64_t size, const sc_chunk *chunks, size_t count);
 
 /* Holds `item` (a request for node `node`'s content) until the node's content

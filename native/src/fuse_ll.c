@@ -1783,15 +1783,23 @@ static bool chunks_arg(napi_env env, napi_value value, sc_chunk **out, size_t *c
   return true;
 }
 
-/* The node id and owner (st_ino) arguments of the offers; false with a JS exception pending. */
-static bool node_and_owner_args(napi_env env, napi_value *argv, uint64_t *id, uint64_t *owner) {
+/* The arguments the offers begin with: session, node id, owner (st_ino) and
+ * file size (positive, at most max_size); false with a JS exception pending. */
+static bool file_args(napi_env env, napi_value *argv, double max_size, fl_session **s, uint64_t *id,
+                      uint64_t *owner, double *size) {
+  *s = session_arg(env, argv[0]);
+  if (!*s) return false;
   bool lossless;
-  if (napi_get_value_bigint_uint64(env, argv[0], id, &lossless) != napi_ok || !lossless) {
+  if (napi_get_value_bigint_uint64(env, argv[1], id, &lossless) != napi_ok || !lossless) {
     throw_type(env, "node", "a bigint node id");
     return false;
   }
-  if (napi_get_value_bigint_uint64(env, argv[1], owner, &lossless) != napi_ok || !lossless) {
+  if (napi_get_value_bigint_uint64(env, argv[2], owner, &lossless) != napi_ok || !lossless) {
     throw_type(env, "owner", "a bigint inode number");
+    return false;
+  }
+  if (napi_get_value_double(env, argv[3], size) != napi_ok || !(*size > 0) || *size > max_size) {
+    throw_type(env, "size", "a positive file size");
     return false;
   }
   return true;
@@ -1805,15 +1813,10 @@ static bool node_and_owner_args(napi_env env, napi_value *argv, uint64_t *id, ui
 static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!sn_get_args(env, info, 5, argv, "offerStoredContent")) return NULL;
-  fl_session *s = session_arg(env, argv[0]);
-  if (!s) return NULL;
+  fl_session *s;
   uint64_t id, owner;
-  if (!node_and_owner_args(env, argv + 1, &id, &owner)) return NULL;
   double size;
-  if (napi_get_value_double(env, argv[3], &size) != napi_ok || !(size > 0) || size > (double)UINT32_MAX) {
-    throw_type(env, "size", "a positive file size");
-    return NULL;
-  }
+  if (!file_args(env, argv, (double)UINT32_MAX, &s, &id, &owner, &size)) return NULL;
   size_t count;
   sc_chunk *chunks;
   if (!chunks_arg(env, argv[4], &chunks, &count)) return NULL;
@@ -1834,15 +1837,10 @@ static napi_value fl_offer_stored_content(napi_env env, napi_callback_info info)
 static napi_value fl_offer_stream(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!sn_get_args(env, info, 7, argv, "offerStream")) return NULL;
-  fl_session *s = session_arg(env, argv[0]);
-  if (!s) return NULL;
+  fl_session *s;
   uint64_t id, owner;
-  if (!node_and_owner_args(env, argv + 1, &id, &owner)) return NULL;
   double size, reached;
-  if (napi_get_value_double(env, argv[3], &size) != napi_ok || !(size > 0) || size > 9007199254740991.0) {
-    throw_type(env, "size", "a positive file size");
-    return NULL;
-  }
+  if (!file_args(env, argv, 9007199254740991.0 /* 2^53 - 1 */, &s, &id, &owner, &size)) return NULL;
   if (napi_get_value_double(env, argv[4], &reached) != napi_ok || !(reached >= 0) || reached > size) {
     throw_type(env, "reached", "an offset within the file");
     return NULL;

@@ -15,7 +15,8 @@
 #include <zstd.h>
 
 /* Where one chunk of a file is stored. `fd` is a pack descriptor; whoever
- * queues chunks for a thread duplicates it (sc_dup_fds), so JS may close its own. */
+ * queues chunks for a thread duplicates it (sc_dup_fds, or one per chunk), so
+ * JS may close its own. */
 typedef struct {
   int fd;
   bool compressed;
