@@ -206,6 +206,9 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   };
   const streamFile = (id: bigint, offset: number, size: number): void => {
     if (!opts.offerStream || !reuse || offeringStretch.has(id)) return;
+    // Most reads that reach JS are of small files: those cost no promise here.
+    const known = vfs.knownFileSize(id);
+    if (known !== undefined && known <= STREAM.minFileBytes) return;
     const end = stretchEnds.get(id);
     const next = end !== undefined && offset >= end - STREAM.slackBytes && offset < end + STREAM.slackBytes;
     if (offset === 0 || next) offerStretch(id, offset, offset + size, false);

@@ -929,6 +929,12 @@ export class Vfs {
     return this.readFrom(h, offset, length, use);
   }
 
+  /** The size of regular file `id` when its node is in memory (no I/O, no await); undefined otherwise. */
+  knownFileSize(id: bigint): number | undefined {
+    const n = this.nodeReads.get(id)?.node ?? this.cachedNode(id);
+    return n?.type === 'entry' && n.entry.kind === EntryKind.File ? n.entry.size : undefined;
+  }
+
   /**
    * Where the chunks of a stretch of file `id` are stored, for the binding to stream it
    * (it loads and verifies them itself, with blobSecret): from the chunk holding `offset`
