@@ -307,6 +307,9 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
         const most = Math.max(1, Math.floor(size / (plus ? DIRENTPLUS_MIN_BYTES : DIRENT_MIN_BYTES)));
         const page = await vfs.readdir(ino, offset, most, { nodes });
         if (nodes) for (const e of page.entries) if (e.node && (e.node.attr.mode & S_IFMT) === S_IFDIR) mark(e.node.id);
+        // The directory's last entries: the kernel's next readdir, for its end, is answered
+        // without us (one round trip a directory).
+        const end = reuse && page.next === undefined && vfs.isSnapshotContent(ino) ? { dirIno: page.ino } : undefined;
         replyDirents(
           req,
           size,
@@ -317,6 +320,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
             nextOffset: offset + i + 1,
             node: e.node && { ino: e.node.id, attr: toFuseAttr(e.node.attr), timeout: CONTENT_TIMEOUT_S, noXattrs: e.node.noXattrs },
           })),
+          end,
         );
         if (nodes && plus && offset === 0) readFilesIn(ino);
       }),

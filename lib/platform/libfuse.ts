@@ -330,6 +330,8 @@ const KERNEL_OPCODE_NAMES: Record<number, string> = {
   72: 'READ of streamed files',
   73: 'READ that waited for the stream',
   74: 'stream chunks failed',
+  // READDIRs for the end of a directory whose last entries JS sent (replyDirents' `end`).
+  75: 'READDIR of a listing\'s end',
 };
 
 interface Binding {
@@ -354,7 +356,7 @@ interface Binding {
   replyBuf(req: FuseRequest, data: Uint8Array): boolean;
   replyXattrSize(req: FuseRequest, size: number): boolean;
   replyStatfs(req: FuseRequest, s: FuseStatfs): boolean;
-  replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[], nodes: Uint8Array | null): number;
+  replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[], nodes: Uint8Array | null, dirIno: bigint | undefined): number;
 }
 
 let binding: Binding | undefined;
@@ -695,9 +697,11 @@ export function replyStatfs(req: FuseRequest, s: FuseStatfs): boolean {
  * and returns how many were packed (the rest belong to the next readdir, which
  * arrives with the last packed entry's nextOffset). An empty array (or 0
  * packed) means end of directory. A malformed entry throws a TypeError and
- * nothing is sent. Returns 0 when the session has ended.
+ * nothing is sent. Returns 0 when the session has ended. `end`: these are the last
+ * entries of a directory of immutable content (its st_ino): when all fit, the binding
+ * answers the kernel's next readdir, the one that finds the end, itself.
  */
-export function replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[]): number {
+export function replyDirents(req: FuseRequest, size: number, entries: readonly FuseDirent[], end?: { dirIno: bigint }): number {
   let nodes: Buffer | null = null;
   for (let i = 0; i < entries.length; i++) {
     const n = entries[i]!.node;
@@ -706,7 +710,7 @@ export function replyDirents(req: FuseRequest, size: number, entries: readonly F
     packNode(nodes, i * DN_BYTES, n);
   }
   const plus = plusListings.get(req);
-  const sent = native().replyDirents(req, size, entries, nodes);
+  const sent = native().replyDirents(req, size, entries, nodes, end?.dirIno);
   if (plus) {
     plusListings.delete(req);
     // The kernel linked every sent entry with a node (but . and ..); one it could not

@@ -93,6 +93,8 @@ export interface VfsDirEntry {
 }
 
 export interface VfsDirPage {
+  /** The directory's own inode number. */
+  ino: bigint;
   entries: VfsDirEntry[];
   /** Offset to continue from, or undefined at the end. */
   next: number | undefined;
@@ -819,7 +821,7 @@ export class Vfs {
       out.push({ name: DOTDOT, ino: await this.parentIno(n), type: S_IFDIR });
       pos = 2;
     }
-    if (pos < 2) return { entries: out, next: pos };
+    if (pos < 2) return { ino: self.ino, entries: out, next: pos };
     if (n.type === 'root' || n.type === 'source') {
       const prefix = n.type === 'root' ? '' : n.prefix;
       const names = syntheticChildren(this.level(prefix));
@@ -829,7 +831,7 @@ export class Vfs {
         else if (c.kind === 'snapshot') out.push({ name: Buffer.from(c.name), ino: inoOf(['dir', prefix, EMPTY]), type: S_IFDIR });
         else out.push({ name: Buffer.from(c.name), ino: inoOf(['source', prefix ? `${prefix}/${c.name}` : c.name]), type: S_IFDIR });
       }
-      return { entries: out, next: pos - 2 < names.length ? pos : undefined };
+      return { ino: self.ino, entries: out, next: pos - 2 < names.length ? pos : undefined };
     }
     if (n.type === 'last') throw new SnapfsError('NOT_A_DIRECTORY', 'last: not a directory');
     const dirId = this.dirTree(n);
@@ -850,7 +852,7 @@ export class Vfs {
       } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;
     }
-    return { entries: out, next: more ? pos : undefined };
+    return { ino: self.ino, entries: out, next: more ? pos : undefined };
   }
 
   private async parentIno(n: Node): Promise<bigint> {

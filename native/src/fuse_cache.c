@@ -26,6 +26,7 @@ typedef struct {
   double timeout;
   char *link;
   uint64_t link_until; /* CLOCK_MONOTONIC ns */
+  uint64_t dir_end;    /* a directory's end offset (fc_put_dir_end); 0: not known */
 } fc_entry;
 
 typedef struct {
@@ -217,6 +218,21 @@ bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino) {
   }
   pthread_mutex_unlock(&c->lock);
   return !other;
+}
+
+void fc_put_dir_end(fc_cache *c, uint64_t id, uint64_t ino, uint64_t end) {
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  if (e && (e->flags & F_ATTR) && e->owner == ino) e->dir_end = end;
+  pthread_mutex_unlock(&c->lock);
+}
+
+bool fc_is_dir_end(fc_cache *c, uint64_t id, uint64_t off) {
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  bool end = e && e->dir_end && e->dir_end == off;
+  pthread_mutex_unlock(&c->lock);
+  return end;
 }
 
 /* fc_put_node's work; caller holds the lock. */

@@ -54,6 +54,13 @@ bool fc_node_is(fc_cache *c, uint64_t id, uint64_t ino);
  * kernel may know it as that one (a lookup JS has yet to hear of). */
 bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino);
 
+/* Where JS's listing of directory `id` (immutable, st_ino `ino`) ended: the
+ * READDIR for that offset (the kernel's last, which finds nothing more) is
+ * answered here. Kept with the node's attributes, while the id names that
+ * directory (a node put under the id for another entry forgets it). */
+void fc_put_dir_end(fc_cache *c, uint64_t id, uint64_t ino, uint64_t end);
+bool fc_is_dir_end(fc_cache *c, uint64_t id, uint64_t off);
+
 /* Names JS listed in a directory of immutable content (a readdir reply), with
  * the answer a lookup of that name gets: node `id`, attributes `st` cached by
  * the kernel for `timeout` seconds (entry and attributes), and whether it has

@@ -200,6 +200,7 @@ struct fl_session {
   _Atomic uint64_t requests[KERNEL_OPCODES]; /* received, by opcode */
   _Atomic uint64_t content_reads;            /* READs answered from s->content */
   _Atomic uint64_t parked_reads;             /* READs that waited for the fetcher */
+  _Atomic uint64_t dir_ends;                 /* READDIRs at a directory's end answered here */
   _Atomic bool reads_closed; /* the loop ended: reads the fetcher held get EIO, not JS */
   fc_cache *cache;
   fcc_store *content; /* files read ahead (fuse_content.h) */
@@ -632,6 +633,12 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi) {
   fl_session *s = lf.fuse_req_userdata(req);
+  /* The kernel reads a directory until a reply comes back empty: after JS's
+   * last entries, one more round trip per directory listed. */
+  if (off > 0 && fc_is_dir_end(s->cache, ino, (uint64_t)off)) {
+    if (lf.fuse_reply_buf(req, NULL, 0) == 0) atomic_fetch_add_explicit(&s->dir_ends, 1, memory_order_relaxed);
+    return;
+  }
   fl_queue(req, s->plus_next ? FL_READDIRPLUS : FL_READDIR, ino, size, (uint64_t)off, fi->fh, NULL);
 }
 
@@ -1887,13 +1894,14 @@ static napi_value fl_invalidate_entry(napi_env env, napi_callback_info info) {
  * and dropped (a chunk failed), the READs that waited for the fetcher, the
  * entries the kernel invalidated (invalidateEntry), and of the streams of
  * large files (offerStream) the READs they answered, those that waited for
- * a chunk, and the chunks that failed their check. */
+ * a chunk, and the chunks that failed their check; then the READDIRs at a
+ * directory's end answered here. */
 static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr, v;
   if (!sn_get_args(env, info, 1, argv, "requestCounts")) return NULL;
   fl_session *s = session_arg(env, argv[0]);
   if (!s) return NULL;
-  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 11, &arr));
+  SN_CALL(env, napi_create_array_with_length(env, KERNEL_OPCODES + 12, &arr));
   for (uint32_t i = 0; i <= KERNEL_OPCODES; i++) {
     uint64_t n = atomic_load_explicit(i < KERNEL_OPCODES ? &s->requests[i] : &s->content_reads,
                                       memory_order_relaxed);
@@ -1925,6 +1933,8 @@ static napi_value fl_request_counts(napi_env env, napi_callback_info info) {
     SN_CALL(env, napi_create_double(env, (double)stream_counts[i], &v));
     SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 8 + i, v));
   }
+  SN_CALL(env, napi_create_double(env, (double)atomic_load(&s->dir_ends), &v));
+  SN_CALL(env, napi_set_element(env, arr, KERNEL_OPCODES + 11, v));
   return arr;
 }
 
@@ -2278,16 +2288,27 @@ static bool is_dot_name(const char *name) {
 }
 
 /* replyDirents(req, size, entries: {name, ino, mode, nextOffset}[], nodes:
- * Uint8Array | null): packs entries until `size` bytes are full and replies;
- * returns how many fit, or 0 when the reply was not delivered. `nodes`
+ * Uint8Array | null, dirIno: bigint | undefined): packs entries until `size`
+ * bytes are full and replies; returns how many fit, or 0 when the reply was
+ * not delivered. `dirIno`: these are the last entries of a directory of
+ * immutable content (st_ino dirIno); when all fit, the READDIR for its end is
+ * answered on the loop thread (fc_put_dir_end). `nodes`
  * (DN_BYTES per entry, in entry order) lets the loop thread answer lookups of
  * the names that were sent (only when JS takes FL_REF). Answering a
  * READDIRPLUS, each sent entry with a node but "." and ".." hands the kernel
  * that node as looked up: one reference JS counts. Nothing is sent when an
  * entry is malformed (TypeError). */
 static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
-  REPLY_PROLOGUE(4, "replyDirents")
+  REPLY_PROLOGUE(5, "replyDirents")
   int64_t size;
+  uint64_t dir_ino = 0;
+  bool ends = false;
+  napi_valuetype dt;
+  if (napi_typeof(env, argv[4], &dt) != napi_ok) return NULL;
+  if (dt != napi_undefined && dt != napi_null) {
+    if (!get_u64_big(env, argv[4], "dirIno", &dir_ino)) return NULL;
+    ends = true;
+  }
   bool is_array = false;
   uint32_t n = 0;
   const uint8_t *nodes = NULL;
@@ -2313,6 +2334,7 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
   }
   size_t used = 0;
   uint32_t count = 0;
+  uint64_t end = 0;
   for (; count < n; count++) {
     napi_value e, v;
     bool present;
@@ -2350,12 +2372,15 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
     }
     if (need > (size_t)size - used) break;
     used += need;
+    end = (uint64_t)off;
     /* With its node (READDIRPLUS hands the kernel the node itself). */
     if (has_node > 0 && !is_dot_name(name))
       fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
   }
   napi_value r;
+  uint64_t dir = it->ino;
   if (lf.fuse_reply_buf(fl_claim(it), buf, used) != 0) count = 0;
+  else if (ends && count == n && n > 0) fc_put_dir_end(it->s->cache, dir, dir_ino, end);
   free(buf);
   if (napi_create_uint32(env, count, &r) != napi_ok) {
     sn_throw_last(env);
