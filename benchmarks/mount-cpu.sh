@@ -53,5 +53,6 @@ echo "tar of last/$part, cold: $(echo "$end - $start" | bc) s"
 join <(echo "$before" | sort) <(echo "$after" | sort) | sort -n | awk -v tick="$tick" '
   { ms = ($5 - $2) * 1000 / tick; if (ms > 0) { printf "  thread %s: %d ms CPU, %d voluntary and %d forced switches\n", $1, ms, $6 - $3, $7 - $4; total += ms } }
   END { printf "  server: %d ms CPU\n", total }'
+echo "  server: peak RSS $(awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' /proc/$server/status)"
 kill -USR2 $server; sleep 0.5
 grep -o 'kernel requests: .*' "$log" | tail -1 | tr ',' '\n' | grep -v ' 0$' | paste -sd, -

@@ -204,7 +204,7 @@ export class SnapfsTool extends Tool {
     return {
       cmd: process.execPath,
       args: ['--max-semi-space-size=2', snapfsCli(), 'mount', this.repo, mnt, '--foreground'],
-      env: { MALLOC_MMAP_THRESHOLD_: '131072' },
+      env: { MALLOC_MMAP_THRESHOLD_: '1048576' },
       lastDir: path.join(mnt, this.source, 'last') + '/',
     };
   }

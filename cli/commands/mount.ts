@@ -100,10 +100,14 @@ export const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
 
 /**
  * glibc malloc settings of the serving process (unless set already). A fixed mmap
- * threshold: buffers of 128 KiB and more (chunks) are mapped and unmapped, not carved out
- * of the heap, whose freed holes glibc rarely returns; ~12 MiB less peak RSS during `tar`.
+ * threshold: buffers of 1 MiB and more are mapped and unmapped, not carved out of the
+ * heap, whose freed holes glibc rarely returns (left to itself, glibc raises the threshold
+ * after the first such free). Not lower: every page of a fresh mapping faults when first
+ * written, which on a virtual machine costs more than the bytes' decompression; at
+ * 128 KiB (every chunk mapped afresh) a `tar` of the benchmark snapshot took 1.0-1.6 s
+ * more server CPU for ~5 MiB less peak RSS (docs/benchmarks.md, 2026-12-07 morning).
  */
-export const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
+export const SERVER_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '1048576' };
 
 /** Starts the serving process and returns once the mount is ready. */
 async function startDaemon(args: MountArgs): Promise<void> {
