@@ -7,7 +7,7 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { open } from 'lmdb';
+import { lmdb } from '../lib/platform/cjs-packages.js';
 import { setXattr, utimensNoFollow } from '../lib/platform/native.js';
 import { runSnapfs, tmpDir } from './helpers/cli.js';
 import { copyRepo } from './helpers/fault.js';
@@ -16,7 +16,7 @@ import { assertTreesEqual } from './helpers/tree-compare.js';
 
 /** lmdb-js on the repository's index: the listings table, written or emptied from outside. */
 async function withListings(repo: string, fn: (table: any) => void): Promise<void> {
-  const env = open({ path: path.join(repo, 'index'), maxDbs: 4, compression: false } as any);
+  const env = lmdb.open({ path: path.join(repo, 'index'), maxDbs: 4, compression: false } as any);
   try {
     const table = env.openDB({ name: 'listings', keyEncoding: 'binary', encoding: 'binary', compression: false } as any);
     env.transactionSync(() => fn(table));

@@ -4,7 +4,8 @@
 // processes (the mount) see each commit at their next read transaction.
 
 import { closeSync, fstatSync, openSync, readSync, statfsSync } from 'node:fs';
-import { open, RootDatabase, Database } from 'lmdb';
+import type { RootDatabase, Database } from 'lmdb';
+import { lmdb } from '../platform/cjs-packages.js';
 import { BLOB_ID_BYTES, BlobId } from '../format/blob-id.js';
 import { BlobType, Compression, PackedBlob } from '../format/pack.js';
 import { CorruptDataError, SnapfsError, fromSystemError } from '../errors.js';
@@ -108,7 +109,7 @@ export class BlobIndex {
     if (!exists && !readOnly) requireRoomForNewIndex(dir);
     let env: RootDatabase;
     try {
-      env = open({ path: dir, maxDbs: 4, readOnly, noMemInit: true, compression: false, permissionsMode: 0o600 } as Parameters<typeof open>[0]);
+      env = lmdb.open({ path: dir, maxDbs: 4, readOnly, noMemInit: true, compression: false, permissionsMode: 0o600 } as Parameters<typeof lmdb.open>[0]);
     } catch (err) {
       throw damaged(dir, err);
     }
