@@ -130,14 +130,15 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
   const reuse = opts.replyCaching ?? true;
   const caching = (id: bigint): ReplyCaching =>
     reuse ? { immutable: vfs.isSnapshotContent(id), noXattrs: vfs.cachedXattrs(id)?.length === 0 } : {};
-  // Directories of content where lookups reached us: `find`, `ls -f` and other plain
-  // listings never look up, so they do not pay for nodes they would not use.
+  // Directories of content where lookups reached us: their listings carry every entry's
+  // node. Elsewhere only subdirectories' (every walk descends into them): `find`, `ls -f`
+  // and other plain listings look up no file, so they do not pay for nodes they would not use.
   const lookedUpIn = new Set<bigint>();
   // A walk that stats every name (tar, ls -lR, cp -a, rsync) looks up files, not only the
   // directories it descends into (find, ls -R). While one runs (a file was looked up in
-  // the last STAT_WALK_MS, here or by the binding), each directory it looks up is marked
-  // before it is listed, so that its listing carries nodes from the start; and the marks
-  // pass down through listings that carry nodes, whose lookups never reach us.
+  // the last STAT_WALK_MS, here or by the binding, or a listing carried every node), every
+  // directory listed carries all its nodes, and the marks pass down through such
+  // listings, whose lookups never reach us.
   let statWalkAt = -Infinity;
   const mark = (id: bigint): void => {
     if (lookedUpIn.size >= LISTED_LOOKUP_DIRS) lookedUpIn.clear();
@@ -254,8 +255,8 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
 
     streamEnding,
 
-    ref: (ino, parent, name) => {
-      statWalkAt = performance.now(); // lookups after a listing: a walk that stats names
+    ref: (ino, parent, name, fromListing) => {
+      if (!fromListing) statWalkAt = performance.now(); // lookups after a listing: a walk that stats names
       try {
         vfs.refChild(parent, name, ino);
       } catch (err) {
@@ -302,10 +303,12 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
 
     readdir: (req, ino, size, offset, _fh, plus) =>
       run('readdir', req, async () => {
-        // Never fetch more than can be sent.
-        const nodes = reuse && lookedUpIn.has(ino);
+        // Never fetch more than can be sent. Subdirectories always go with their nodes: every
+        // walk (find, ls -R, du) descends into them, and the kernel then needs no lookup.
+        const nodes = reuse && (lookedUpIn.has(ino) || performance.now() - statWalkAt < STAT_WALK_MS);
+        if (nodes) statWalkAt = performance.now();
         const most = Math.max(1, Math.floor(size / (plus ? DIRENTPLUS_MIN_BYTES : DIRENT_MIN_BYTES)));
-        const page = await vfs.readdir(ino, offset, most, { nodes });
+        const page = await vfs.readdir(ino, offset, most, { nodes: !reuse ? undefined : nodes ? 'all' : 'directories' });
         if (nodes) for (const e of page.entries) if (e.node && (e.node.attr.mode & S_IFMT) === S_IFDIR) mark(e.node.id);
         // The directory's last entries: the kernel's next readdir, for its end, is answered
         // without us (one round trip a directory).

@@ -146,11 +146,12 @@ export interface LowLevelHandlers {
   /** The kernel dropped nlookup references to ino. Nothing to reply. */
   forget?(ino: bigint, nlookup: number): void;
   /**
-   * The binding answered a lookup of `name` in `parent` itself, from a FuseDirent.node
-   * of a readdir reply: the kernel holds one more reference to ino (given back via
-   * forget). Always called before any request about ino and before its forget.
+   * The kernel holds one more reference to ino (given back via forget), named `name` in
+   * `parent`: the binding answered a lookup itself, from a FuseDirent.node of a readdir
+   * reply, or (`fromListing`) a READDIRPLUS reply handed the node over. Always called
+   * before any request about ino and before its forget.
    */
-  ref?(ino: bigint, parent: bigint, name: Buffer): void;
+  ref?(ino: bigint, parent: bigint, name: Buffer, fromListing?: boolean): void;
   /**
    * Not a request: the binding started loading the last chunk of node `ino`'s stream
    * (FuseSession.offerStream), which ends at `end`, before the file's end; offerStream with
@@ -717,7 +718,7 @@ export function replyDirents(req: FuseRequest, size: number, entries: readonly F
     // link comes back as a forget.
     for (let i = 0; i < sent; i++) {
       const e = entries[i]!;
-      if (e.node && !isDotName(e.name)) plus.ref(e.node.ino, plus.parent, e.name);
+      if (e.node && !isDotName(e.name)) plus.ref(e.node.ino, plus.parent, e.name, true);
     }
   }
   return sent;

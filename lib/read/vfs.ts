@@ -807,8 +807,10 @@ export class Vfs {
   /**
    * Entries from `offset` on: 0 is ".", 1 is "..", then the children in name order.
    * Returns at most `max` entries; a big directory is read one tree page at a time.
+   * `nodes`: for snapshot content, what a lookup of each entry gives ('all'), or of each
+   * subdirectory only ('directories').
    */
-  async readdir(id: bigint, offset = 0, max = 4096, opts: { nodes?: boolean } = {}): Promise<VfsDirPage> {
+  async readdir(id: bigint, offset = 0, max = 4096, opts: { nodes?: 'all' | 'directories' } = {}): Promise<VfsDirPage> {
     const n = await this.node(id);
     const out: VfsDirEntry[] = [];
     const self = await this.attrOf(n);
@@ -837,17 +839,23 @@ export class Vfs {
     const dirId = this.dirTree(n);
     const parentPath = n.type === 'snapshot' ? EMPTY : n.path;
     let more = false;
+    // Ids are hashes: two entries of one page may share one, and a reply that hands the
+    // kernel both would make them one inode. The first keeps it; a lookup of the other
+    // then meets the collision (EIO) like any other.
+    const given = new Set<bigint>();
     for await (const e of this.trees.entries(dirId, pos - 2)) {
       if (out.length >= max) {
         more = true;
         break;
       }
       const path: PathRef = [parentPath, e.name];
-      if (opts.nodes) {
+      if (opts.nodes === 'all' || (opts.nodes === 'directories' && e.kind === EntryKind.Directory)) {
         // The same id and attributes a lookup would give, without building the node.
         const attr = this.entryAttr(n.snap, path, e);
         const nodeId = nodeIdOf(['entry', n.snap.id, path]);
-        const node = this.idTakenByOther(nodeId, n.snap, parentPath, e.name) ? undefined : { id: nodeId, attr, noXattrs: !e.xattrs?.some(shownXattr) };
+        const free = !given.has(nodeId) && !this.idTakenByOther(nodeId, n.snap, parentPath, e.name);
+        given.add(nodeId);
+        const node = free ? { id: nodeId, attr, noXattrs: !e.xattrs?.some(shownXattr) } : undefined;
         out.push({ name: e.name, ino: attr.ino, type: TYPE_BITS[e.kind], node });
       } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;

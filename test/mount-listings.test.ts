@@ -1,8 +1,12 @@
-// The kernel reads a directory until a readdir comes back empty. For directories of
-// snapshot content the binding answers that last readdir itself, once JS sent the final
-// entries: listings must still be complete (small, empty and multi-page directories, with
-// and without nodes, listed again after the kernel forgot everything), and directories
-// that change (a source's list of snapshots) must never be cut short by it.
+// What listings of snapshot content carry besides names.
+// - The kernel reads a directory until a readdir comes back empty. The binding answers that
+//   last readdir itself, once JS sent the final entries: listings must still be complete
+//   (small, empty and multi-page directories, with and without nodes, listed again after
+//   the kernel forgot everything), and directories that change (a source's list of
+//   snapshots) must never be cut short by it.
+// - Every listing hands the kernel its subdirectories' nodes (READDIRPLUS), so that a walk
+//   such as find descends without a lookup, while files get nodes only in a walk that
+//   stats them.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -64,4 +68,40 @@ t.test('a listing of snapshot content ends without a trip to JS, and stays compl
   t.same(await listing(sourceDir), ['.', '..', '2026-03-01', '2026-03-02', 'last'], 'a new snapshot shows in the source directory listed before');
   t.same(await listing(path.join(mnt, 'data', '2026-03-02', 'small')), ['.', '..', 'a', 'b', 'c', 'd'], 'and its content lists in full');
   t.same(await listing(path.join(mnt, 'data', '2026-03-01', 'small')), ['.', '..', 'a', 'b', 'c'], 'the older snapshot still lists as it was');
+});
+
+t.test('find descends through listings: no lookup per directory, no node per file', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-listings-find');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  const DIRS = 40;
+  for (let i = 0; i < DIRS; i++) {
+    const d = path.join(src, `user${i % 8}`, `folder${i}`);
+    await fs.mkdir(d, { recursive: true });
+    for (let k = 0; k < 3; k++) await fs.writeFile(path.join(d, `msg${k}`), `message ${i}.${k}\n`);
+  }
+  await initRepo(repo);
+  await backup(repo, src, 'mail', '2026-03-01T10:00:00Z');
+  await fs.mkdir(mnt);
+  const m = await mountForeground(t, repo, mnt);
+  const snap = path.join(mnt, 'mail', '2026-03-01');
+  await fs.stat(snap); // the source and snapshot directories themselves are looked up here
+
+  const find = async (dir: string): Promise<string[]> => (await runProcess('sh', ['-c', 'cd "$1" && find . | LC_ALL=C sort', 'sh', dir])).stdout.trim().split('\n');
+  const before = await serverMemory(m);
+  const found = await find(snap);
+  const after = await serverMemory(m);
+  t.same(found, await find(src), 'find lists every directory and file of the snapshot');
+  const dirs = 8 + DIRS;
+  const lookups = (after.requests.LOOKUP ?? 0) - (before.requests.LOOKUP ?? 0);
+  t.equal(lookups, 0, `no directory was looked up: the listings handed over their nodes (${dirs} directories)`);
+  const taken = after.fromListings - before.fromListings;
+  t.ok(taken >= dirs && taken < dirs + DIRS * 3, `the kernel took the ${dirs} directories' nodes from listings and none of the files' (${taken})`);
+
+  // A walk that stats every name still gets every node from the listings.
+  const tarred = await runProcess('sh', ['-c', 'tar -cf - -C "$1" . | tar -tf - | LC_ALL=C sort | wc -l', 'sh', path.join(mnt, 'mail', 'last')]);
+  t.equal(Number(tarred.stdout.trim()), found.length, 'tar of last/ archives every entry');
+  const walked = await serverMemory(m);
+  t.ok((walked.requests.LOOKUP ?? 0) - (after.requests.LOOKUP ?? 0) <= 8, `tar looked up at most the first directory's names itself (${(walked.requests.LOOKUP ?? 0) - (after.requests.LOOKUP ?? 0)})`);
 });
