@@ -34,9 +34,10 @@ typedef struct fcc_blob {
 /* `len` bytes (not zeroed) with one reference, to be filled in; NULL when
  * memory is short. Blobs of FCC_REUSED_BYTES and more come from, and go back
  * to, a small pool shared by the whole process (FCC_POOL_BYTES): glibc maps
- * such sizes afresh for every allocation with the mount server's
- * MALLOC_MMAP_THRESHOLD_, and each page then written faults, which on a
- * virtual machine cost more CPU than decompressing the bytes. */
+ * the larger ones afresh for every allocation (1 MiB and more with the mount
+ * server's MALLOC_MMAP_THRESHOLD_; every one of them when it was 128 KiB), and
+ * each page then written faults, which on a virtual machine cost more CPU
+ * than decompressing the bytes. */
 #define FCC_REUSED_BYTES ((size_t)128 << 10)
 #define FCC_POOL_BYTES ((size_t)8 << 20)
 fcc_blob *fcc_blob_new(size_t len);
