@@ -12,6 +12,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { runProcess, tmpDir } from './helpers/cli.js';
 import { backup, fuseAvailable, initRepo, mountForeground, serverMemory, waitFor } from './helpers/mount.js';
+import { flipTreeByte } from './helpers/damage.js';
 
 const skip = !(await fuseAvailable()) && 'needs /dev/fuse';
 const BIG = 3000; // several readdir pages, with and without nodes
@@ -104,4 +105,30 @@ t.test('find descends through listings: no lookup per directory, no node per fil
   t.equal(Number(tarred.stdout.trim()), found.length, 'tar of last/ archives every entry');
   const walked = await serverMemory(m);
   t.ok((walked.requests.LOOKUP ?? 0) - (after.requests.LOOKUP ?? 0) <= 8, `tar looked up at most the first directory's names itself (${(walked.requests.LOOKUP ?? 0) - (after.requests.LOOKUP ?? 0)})`);
+});
+
+t.test('a damaged directory read ahead by a listing fails when listed, and only it', { skip }, async (t) => {
+  const work = await tmpDir(t, 'mount-listings-damage');
+  const src = path.join(work, 'src');
+  const repo = path.join(work, 'repo');
+  const mnt = path.join(work, 'mnt');
+  for (const d of ['a', 'b', 'c']) {
+    await fs.mkdir(path.join(src, d, 'inner'), { recursive: true });
+    await fs.writeFile(path.join(src, d, 'inner', 'file'), `${d}\n`);
+  }
+  await initRepo(repo);
+  await backup(repo, src, 'data', '2026-03-01T10:00:00Z');
+  await flipTreeByte(repo, 'data', 'b');
+  await fs.mkdir(mnt);
+  await mountForeground(t, repo, mnt);
+  const snap = path.join(mnt, 'data', '2026-03-01');
+
+  // find lists the top first (its subdirectories' trees are read ahead then), then each.
+  const r = await runProcess('find', ['.'], { cwd: snap, allowFail: true });
+  t.not(r.code, 0, 'find fails');
+  t.match(r.stderr, /\.\/b.*Input\/output error/, 'and names the damaged directory with EIO');
+  t.same(r.stdout.trim().split('\n').sort(), ['.', './a', './a/inner', './a/inner/file', './b', './c', './c/inner', './c/inner/file'], 'every other directory is listed');
+  const again = await runProcess('ls', [path.join(snap, 'b')], { allowFail: true });
+  t.match(again.stderr, /Input\/output error/, 'listing it again fails the same way (the failed read is not kept)');
+  t.equal(await fs.readFile(path.join(snap, 'c', 'inner', 'file'), 'utf8'), 'c\n', 'the mount still reads the rest');
 });

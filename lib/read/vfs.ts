@@ -808,7 +808,8 @@ export class Vfs {
    * Entries from `offset` on: 0 is ".", 1 is "..", then the children in name order.
    * Returns at most `max` entries; a big directory is read one tree page at a time.
    * `nodes`: for snapshot content, what a lookup of each entry gives ('all'), or of each
-   * subdirectory only ('directories').
+   * subdirectory only ('directories': a walk that lists without reading, such as find,
+   * whose next listings are of these subdirectories: their trees are read ahead).
    */
   async readdir(id: bigint, offset = 0, max = 4096, opts: { nodes?: 'all' | 'directories' } = {}): Promise<VfsDirPage> {
     const n = await this.node(id);
@@ -843,11 +844,13 @@ export class Vfs {
     // kernel both would make them one inode. The first keeps it; a lookup of the other
     // then meets the collision (EIO) like any other.
     const given = new Set<bigint>();
+    const subdirs: TreeEntry[] = [];
     for await (const e of this.trees.entries(dirId, pos - 2)) {
       if (out.length >= max) {
         more = true;
         break;
       }
+      if (opts.nodes === 'directories' && e.kind === EntryKind.Directory) subdirs.push(e);
       const path: PathRef = [parentPath, e.name];
       if (opts.nodes === 'all' || (opts.nodes === 'directories' && e.kind === EntryKind.Directory)) {
         // The same id and attributes a lookup would give, without building the node.
@@ -860,6 +863,7 @@ export class Vfs {
       } else out.push({ name: e.name, ino: this.entryIno(n.snap, path, e), type: TYPE_BITS[e.kind] });
       pos++;
     }
+    if (subdirs.length) this.trees.prefetchIntoCache(subdirs, SUBTREES_AHEAD);
     return { ino: self.ino, entries: out, next: more ? pos : undefined };
   }
 
@@ -1087,6 +1091,8 @@ export class Vfs {
 
 const EMPTY = Buffer.alloc(0);
 const DOT = Buffer.from('.');
+/** Subtrees of a directory listed by a walk that does not read (find) read ahead, at most, per listing page. */
+const SUBTREES_AHEAD = 32;
 const DOTDOT = Buffer.from('..');
 const XATTR_PREFIXES = XATTR_NAMESPACES.map((p) => Buffer.from(p));
 

@@ -101,6 +101,33 @@ export class TreeReader {
     }
   }
 
+  /**
+   * Starts reading the nodes of the directories among `entries` (at most `max`) into the
+   * cache itself, several per read where they lie close together in a pack: for a reader
+   * that comes back to a node (a mount: a listing, then lookups in it) and may never ask
+   * for some, unlike the walk prefetchSubtrees serves. Failures are left for `node`.
+   */
+  prefetchIntoCache(entries: readonly TreeEntry[], max: number): void {
+    const ids: BlobId[] = [];
+    const keys: string[] = [];
+    for (const e of entries) {
+      if (ids.length >= max) break;
+      if (!e.subtree) continue;
+      const key = idToHex(e.subtree);
+      if (this.cache.has(key) || this.loading.has(key) || keys.includes(key)) continue;
+      ids.push(e.subtree);
+      keys.push(key);
+    }
+    if (ids.length === 0) return;
+    let raws: Array<Promise<Buffer>>;
+    try {
+      raws = this.blobs.getMany(ids, BlobType.Tree);
+    } catch {
+      return; // the index cannot be read: `node` will say so
+    }
+    for (let i = 0; i < ids.length; i++) this.load(keys[i]!, raws[i]!).catch(() => undefined);
+  }
+
   /** Drops a subtree read ahead that the walk will not visit (deleted, excluded). */
   dropAhead(id: BlobId): void {
     const key = idToHex(id);

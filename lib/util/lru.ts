@@ -52,6 +52,11 @@ export class ByteLru<K, V> {
     this.tail = s;
   }
 
+  /** Whether `key` is held, without making it the most recent. */
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+
   get(key: K): V | undefined {
     const hit = this.map.get(key);
     if (!hit) return undefined;

@@ -1,4 +1,4 @@
-// Damaging one stored chunk on purpose: the pack bytes of a file's first chunk, found
+// Damaging one stored blob on purpose: a chunk of a file, or a directory's tree, found
 // through the real index, with one bit flipped in the middle of its stored bytes.
 import { promises as fs } from 'node:fs';
 import { Repository } from '../../lib/store/repository.js';
@@ -32,7 +32,31 @@ export async function flipStoredByte(repo: string, source: string, file: string,
   } finally {
     await r.close();
   }
-  const fh = await fs.open(packFile, 'r+');
+  await flipBit(packFile, at);
+  return damaged;
+}
+
+/** Flips a bit in the middle of the stored bytes of the tree of directory `dir` (a path in source@last). */
+export async function flipTreeByte(repo: string, source: string, dir: string): Promise<void> {
+  const r = await Repository.open(repo, { readOnly: true });
+  let packFile: string;
+  let at: number;
+  try {
+    const snap = await new SnapshotCatalog(r.snapshots).resolve(source, 'last');
+    const parts = dir.split('/').map((p) => Buffer.from(p));
+    const { entry } = await new TreeReader(r.blobs).resolve(idFromHex(snap.root), parts, dir);
+    if (!entry?.subtree) throw new Error(`${dir} is not a directory with a tree`);
+    const loc = r.index.lookup(entry.subtree)!;
+    packFile = r.layout.packFile(idToHex(loc.pack));
+    at = loc.offset + BLOB_HEADER_BYTES + Math.floor(loc.storedLength / 2);
+  } finally {
+    await r.close();
+  }
+  await flipBit(packFile, at);
+}
+
+async function flipBit(file: string, at: number): Promise<void> {
+  const fh = await fs.open(file, 'r+');
   try {
     const b = Buffer.alloc(1);
     await fh.read(b, 0, 1, at);
@@ -41,5 +65,4 @@ export async function flipStoredByte(repo: string, source: string, file: string,
   } finally {
     await fh.close();
   }
-  return damaged;
 }
