@@ -69,26 +69,13 @@ export class TreeReader {
    * `node` to report when it is.
    */
   prefetchSubtrees(entries: readonly TreeEntry[]): void {
-    const ids: BlobId[] = [];
-    const keys: string[] = [];
-    for (const e of entries) {
-      if (this.ahead.size + ids.length >= AHEAD_NODES || this.aheadBytes >= AHEAD_BYTES) break;
-      if (!e.subtree) continue;
-      const key = idToHex(e.subtree);
-      if (this.ahead.has(key) || this.loading.has(key) || keys.includes(key)) continue;
-      ids.push(e.subtree);
-      keys.push(key);
-    }
-    if (ids.length === 0) return;
-    let raws: Array<Promise<Buffer>>;
-    try {
-      raws = this.blobs.getMany(ids, BlobType.Tree);
-    } catch {
-      return; // the index cannot be read: `node` will say so
-    }
-    for (let i = 0; i < ids.length; i++) {
-      const key = keys[i]!;
-      const slot = { node: raws[i]!.then((raw) => decodeNode(key, raw)), bytes: 0 };
+    const read = this.readSubtrees(
+      entries,
+      (count) => this.ahead.size + count < AHEAD_NODES && this.aheadBytes < AHEAD_BYTES,
+      (key) => this.ahead.has(key),
+    );
+    for (const [key, raw] of read) {
+      const slot = { node: raw.then((bytes) => decodeNode(key, bytes)), bytes: 0 };
       slot.node.then(
         (node) => {
           if (this.ahead.get(key) !== slot) return; // taken already
@@ -108,24 +95,35 @@ export class TreeReader {
    * for some, unlike the walk prefetchSubtrees serves. Failures are left for `node`.
    */
   prefetchIntoCache(entries: readonly TreeEntry[], max: number): void {
+    const read = this.readSubtrees(entries, (count) => count < max, (key) => this.cache.has(key));
+    for (const [key, raw] of read) this.load(key, raw).catch(() => undefined);
+  }
+
+  /**
+   * Starts reading, with getMany (several per read), the trees of the subdirectories among
+   * `entries` not being loaded and not `held`, while there is `room` for one more (given
+   * how many are taken so far). Empty when the index cannot be read (`node` will say so).
+   */
+  private readSubtrees(entries: readonly TreeEntry[], room: (count: number) => boolean, held: (key: string) => boolean): Map<string, Promise<Buffer>> {
     const ids: BlobId[] = [];
     const keys: string[] = [];
     for (const e of entries) {
-      if (ids.length >= max) break;
+      if (!room(ids.length)) break;
       if (!e.subtree) continue;
       const key = idToHex(e.subtree);
-      if (this.cache.has(key) || this.loading.has(key) || keys.includes(key)) continue;
+      if (this.loading.has(key) || held(key) || keys.includes(key)) continue;
       ids.push(e.subtree);
       keys.push(key);
     }
-    if (ids.length === 0) return;
-    let raws: Array<Promise<Buffer>>;
+    const read = new Map<string, Promise<Buffer>>();
+    if (ids.length === 0) return read;
     try {
-      raws = this.blobs.getMany(ids, BlobType.Tree);
+      const raws = this.blobs.getMany(ids, BlobType.Tree);
+      keys.forEach((key, i) => read.set(key, raws[i]!));
     } catch {
-      return; // the index cannot be read: `node` will say so
+      // the index cannot be read: `node` will say so
     }
-    for (let i = 0; i < ids.length; i++) this.load(keys[i]!, raws[i]!).catch(() => undefined);
+    return read;
   }
 
   /** Drops a subtree read ahead that the walk will not visit (deleted, excluded). */
