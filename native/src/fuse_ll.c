@@ -2378,9 +2378,11 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
       fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
   }
   napi_value r;
-  uint64_t dir = it->ino;
+  /* Known before replying: once the reply is out the kernel may ask for the
+   * end at once, on the loop thread. Kept even if the reply fails: content
+   * that never changes ends at `end` whoever asks. */
+  if (ends && count == n && n > 0) fc_put_dir_end(it->s->cache, it->ino, dir_ino, end);
   if (lf.fuse_reply_buf(fl_claim(it), buf, used) != 0) count = 0;
-  else if (ends && count == n && n > 0) fc_put_dir_end(it->s->cache, dir, dir_ino, end);
   free(buf);
   if (napi_create_uint32(env, count, &r) != napi_ok) {
     sn_throw_last(env);
