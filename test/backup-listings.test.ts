@@ -7,7 +7,7 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { lmdb } from '../lib/platform/cjs-packages.js';
+import { lmdb } from '../lib/platform/lmdb.js';
 import { setXattr, utimensNoFollow } from '../lib/platform/native.js';
 import { runSnapfs, tmpDir } from './helpers/cli.js';
 import { copyRepo } from './helpers/fault.js';

@@ -152,7 +152,7 @@ t.test('an index key of the wrong length (a damaged page) is reported as damage,
   const h = await buildHistory(base, { backups: 1, files: 20, bigFiles: 1, seed: 9 });
   // Written with lmdb-js itself, as a damaged page can present it: a 144-byte key whose
   // 34-byte value places it in a pack that does not exist (so check looks at it closely).
-  const { open } = (await import('../lib/platform/cjs-packages.js')).lmdb;
+  const { open } = (await import('../lib/platform/lmdb.js')).lmdb;
   const env = open({ path: join(h.repo, 'index'), maxDbs: 4, compression: false } as Parameters<typeof open>[0]);
   const blobs = env.openDB<Buffer, Buffer>({ name: 'blobs', keyEncoding: 'binary', encoding: 'binary', compression: false });
   const value = Buffer.alloc(34, 0);

@@ -77,3 +77,21 @@ t.test('a view used after its batch went back to a worker is empty, and a pack r
   );
   await writer.discard();
 });
+
+t.test('a pool closed while its workers are still starting closes cleanly, and again', async (t) => {
+  // The first blob starts all the workers; the pool closes while the idle ones may still be
+  // loading zstd. A worker terminated mid-load aborted the whole process: close must wait.
+  // (Few rounds: under tap every worker loads tap's hooks too, a second or more each.)
+  const rounds = 4;
+  let intact = 0;
+  for (let i = 0; i < rounds; i++) {
+    const pool = new CompressionPool(3, 2);
+    const raw = input(i, 10_000, false);
+    const frame = await pool.compress(raw);
+    if (decompressExact(frame.bytes, raw.length, 'frame').equals(raw)) intact++;
+    frame.release();
+    await pool.close();
+    await pool.close();
+  }
+  t.equal(intact, rounds, 'every frame decompresses to its input');
+});

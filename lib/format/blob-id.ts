@@ -3,7 +3,7 @@
 // precompute two inputs with the same id and so cannot make one stored chunk stand in
 // for another. The 128-bit digest is stored big-endian so hex ids sort like the number.
 
-import { xxhash } from '../platform/cjs-packages.js';
+import { xxhash } from '../platform/xxhash.js';
 import { CorruptDataError } from '../errors.js';
 
 export const BLOB_ID_BYTES = 16;

@@ -19,7 +19,7 @@
 // kept as (snapshot, path) only, in a PinTable, and rebuilt from the trees when it has
 // left the LRU; the path-based fuse adapter simply resolves the path again.
 
-import { xxhash } from '../platform/cjs-packages.js';
+import { xxhash } from '../platform/xxhash.js';
 import { Repository } from '../store/repository.js';
 import { SnapshotRecord, publishedAtNs } from '../format/snapshot.js';
 import { EntryKind, TreeEntry } from '../format/tree.js';

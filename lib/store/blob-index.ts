@@ -5,7 +5,7 @@
 
 import { closeSync, fstatSync, openSync, readSync, statfsSync } from 'node:fs';
 import type { RootDatabase, Database } from 'lmdb';
-import { lmdb } from '../platform/cjs-packages.js';
+import { lmdb } from '../platform/lmdb.js';
 import { BLOB_ID_BYTES, BlobId } from '../format/blob-id.js';
 import { BlobType, Compression, PackedBlob } from '../format/pack.js';
 import { CorruptDataError, SnapfsError, fromSystemError } from '../errors.js';

@@ -6,7 +6,7 @@
 // buffers for every batch cost a page fault per 4 KiB, which under a virtualized MMU was
 // a third of the backup's system time.
 import { parentPort, workerData } from 'node:worker_threads';
-import { zstd as binding } from '../platform/cjs-packages.js';
+import { zstd as binding } from '../platform/zstd.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import type { CompressJob, CompressResult, CompressWorkerData } from './compression.js';
 
@@ -15,7 +15,11 @@ const cctx = new binding.CCtx();
 cctx.setParameter(binding.CParameter.compressionLevel, level);
 const outputs = new BufferPool(spareOutputBytes);
 
-parentPort!.on('message', (msg: CompressJob) => {
+parentPort!.on('message', (msg: CompressJob | null) => {
+  if (msg === null) {
+    parentPort!.close(); // the pool closes: nothing keeps this thread alive once the port is shut
+    return;
+  }
   for (const spare of msg.spareOutputs) outputs.give(Buffer.from(spare));
   const packed = Buffer.from(msg.packed);
   const inputs: Uint8Array[] = [];

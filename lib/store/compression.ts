@@ -7,7 +7,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { zstd as binding } from '../platform/cjs-packages.js';
+import { zstd as binding } from '../platform/zstd.js';
 import { CorruptDataError } from '../errors.js';
 import { zstdDecompress } from '../platform/native.js';
 import { BufferPool } from '../util/buffer-pool.js';
@@ -75,6 +75,7 @@ const SPARE_BYTES_PER_WORKER = 3 * OUTPUT_BYTES;
 
 export class CompressionPool {
   private readonly workers: Worker[] = [];
+  private readonly exits: Promise<unknown>[] = [];
   private readonly idle: Worker[] = [];
   /**
    * Waiting items are queue[head..]; a head index, since shift() is O(n). Dispatched slots
@@ -110,6 +111,7 @@ export class CompressionPool {
       });
       w.on('message', (msg: CompressResult) => this.finished(w, msg));
       w.on('error', (err) => this.fail(err));
+      this.exits.push(new Promise((resolve) => w.once('exit', resolve)));
       w.unref();
       this.workers.push(w);
       this.idle.push(w);
@@ -220,8 +222,18 @@ export class CompressionPool {
     this.head = 0;
   }
 
+  /**
+   * Workers are asked to stop, not terminated: a worker still loading zstd's addon when
+   * terminated aborts the whole process (the addon's registration cannot throw into a
+   * stopping thread: FATAL ERROR Error::ThrowAsJavaScriptException). The request is read
+   * once the worker has loaded, after any batch before it.
+   */
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    for (const w of this.workers) {
+      w.ref(); // the process waits for them to exit
+      w.postMessage(null);
+    }
+    await Promise.all(this.exits);
   }
 }
 

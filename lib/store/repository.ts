@@ -3,7 +3,7 @@
 
 import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { xxhash } from '../platform/cjs-packages.js';
+import { xxhash } from '../platform/xxhash.js';
 import { RepoLayout } from './layout.js';
 import { writeFileAtomic, exists } from './files.js';
 import { BlobIndex } from './blob-index.js';
