@@ -47,7 +47,8 @@ export abstract class Tool {
     return `${this.name} ${this.version}`;
   }
 
-  protected env(): Record<string, string> {
+  /** Environment of the tool's commands, over the benchmark's own (undefined: removed). */
+  protected env(): Record<string, string | undefined> {
     return {};
   }
 
@@ -185,6 +186,15 @@ export class SnapfsTool extends Tool {
 
   cli(args: string[], opts: RunOptions = {}): Promise<Measured> {
     return this.exec(process.execPath, [...this.nodeFlags, snapfsCli(), ...args], opts);
+  }
+
+  /**
+   * Without NODE_EXTRA_CA_CERTS: Node 20 reads and parses that bundle at every start (40 ms
+   * here, where the machine's environment sets it for all programs), and snapfs opens no
+   * TLS connection. The floors table shows Node's start-up with and without it.
+   */
+  protected override env(): Record<string, string | undefined> {
+    return { NODE_EXTRA_CA_CERTS: undefined };
   }
 
   protected async init(): Promise<void> {
