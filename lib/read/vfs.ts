@@ -124,8 +124,8 @@ export interface VfsStatfs {
 
 export interface VfsOptions {
   /**
-   * Decoded tree pages kept in memory, as TreeReader counts them (about a third of the
-   * heap they really take: decoded entries are objects, Buffers and BigInts); default 6 MiB.
+   * Decoded tree pages kept in memory, as TreeReader charges them (what their entries
+   * take on the heap: objects, Buffers and BigInts); default 16 MiB, ~25,000 entries.
    */
   treeCacheBytes?: number;
   /** Decompressed file chunks kept in memory (read-ahead lands here too); default 8 MiB. */
