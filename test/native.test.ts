@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, projectRoot, setMmapThreshold, zstdDecompress,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, projectRoot, setMmapThreshold, trimMalloc, zstdDecompress,
   scanDir, scanDirs, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -560,6 +560,41 @@ t.test('setMmapThreshold: glibc takes it; out-of-range values are refused', asyn
   t.equal(setMmapThreshold(1024 * 1024), true, 'set (this is glibc)');
   t.throws(() => setMmapThreshold(0));
   t.throws(() => setMmapThreshold(64 * 1024 * 1024));
+});
+
+t.test('trimMalloc: the free pages in the middle of the C heap go back to the kernel', async (tt) => {
+  tt.type(trimMalloc(), 'boolean', 'callable in this process');
+  // In a process of its own, so that nothing else allocates meanwhile: 64 MiB of buffers
+  // of 64 KiB (under glibc's mmap threshold: from the heap), then one more that stays, so
+  // freeing the others leaves a free stretch below it that free() cannot return itself.
+  const url = new URL('../lib/platform/native.js', import.meta.url).href;
+  const script = `
+    import { readFileSync } from 'node:fs';
+    const { trimMalloc } = await import(${JSON.stringify(url)});
+    const anon = () => Number(/RssAnon:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    let held = Array.from({ length: 1024 }, () => Buffer.alloc(65536, 1));
+    const kept = Buffer.alloc(65536, 2);
+    held = undefined;
+    for (let i = 0; i < 20 && process.memoryUsage().arrayBuffers > 32 << 20; i++) {
+      globalThis.gc();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const before = anon();
+    const released = trimMalloc();
+    console.log(JSON.stringify({ released, before, after: anon(), buffers: process.memoryUsage().arrayBuffers, kept: kept[0] }));
+  `;
+  const child = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined },
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  tt.equal(code, 0, 'the child ran');
+  const r = JSON.parse(out) as { released: boolean; before: number; after: number; buffers: number };
+  tt.ok(r.buffers < 32 << 20, `the buffers were freed (${r.buffers} bytes of ArrayBuffers left)`);
+  tt.equal(r.released, true, 'malloc_trim released memory');
+  tt.ok(r.before - r.after >= 32 << 20, `anonymous memory fell by at least 32 MiB (${r.before} -> ${r.after} bytes)`);
 });
 
 t.test('preadCached: cached bytes only, never wrong ones', async (tt) => {

@@ -56,6 +56,7 @@ interface Binding {
   scanDirs(paths: Buffer[], budgetBytes: number): Promise<Array<Buffer | Error | null>>;
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
+  trimMalloc(): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
   zstdDecompress(frame: Uint8Array, out: Uint8Array): Promise<number>;
   newFile(dir: PathLike, name: PathLike, parts: Uint8Array[], offsets: number[], size: number, uid: number, gid: number,
@@ -358,6 +359,14 @@ function decodeSmallFile(buf: Buffer): SmallFile {
  */
 export function setMmapThreshold(bytes: number): boolean {
   return native().setMmapThreshold(bytes);
+}
+
+/**
+ * Returns the C heap's free pages to the kernel (glibc's malloc_trim(0)); true when some
+ * were released. False where the C library is not glibc.
+ */
+export function trimMalloc(): boolean {
+  return native().trimMalloc();
 }
 
 /**

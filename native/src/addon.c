@@ -16,6 +16,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("scanDirs", sn_scan_dirs),
       FN("readSmallFiles", sn_read_small_files),
       FN("setMmapThreshold", sn_set_mmap_threshold),
+      FN("trimMalloc", sn_trim_malloc),
       FN("preadCached", sn_pread_cached),
       FN("newFile", sn_new_file),
       FN("zstdDecompress", sn_zstd_decompress),

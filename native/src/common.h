@@ -74,6 +74,7 @@ napi_value sn_utimens_nofollow(napi_env env, napi_callback_info info);
 napi_value sn_scan_dir(napi_env env, napi_callback_info info);
 napi_value sn_scan_dirs(napi_env env, napi_callback_info info);
 napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info);
+napi_value sn_trim_malloc(napi_env env, napi_callback_info info);
 napi_value sn_read_small_files(napi_env env, napi_callback_info info);
 napi_value sn_pread_cached(napi_env env, napi_callback_info info);
 napi_value sn_new_file(napi_env env, napi_callback_info info);

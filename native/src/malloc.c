@@ -1,4 +1,4 @@
-/* Allocator tuning for long runs that churn through large buffers (the writer). glibc
+/* Allocator tuning for long runs that churn through large buffers (the writer, the mount). glibc
  * raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), so
  * after the first few read blocks every buffer of a few MiB comes from the heap, which
  * fragments and never shrinks: peak RSS then grew with the size of the backup (430-540
@@ -22,5 +22,19 @@ napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info) {
   done = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
 #endif
   SN_CALL(env, napi_get_boolean(env, done, &result));
+  return result;
+}
+
+/* Hands the heap's free pages back to the kernel (glibc's malloc_trim): a long-running mount
+ * frees chunk-sized buffers on several threads, and each thread's arena otherwise keeps
+ * the pages of what it freed. True when memory was released. */
+napi_value sn_trim_malloc(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  bool released = false;
+#ifdef __GLIBC__
+  released = malloc_trim(0) == 1;
+#endif
+  SN_CALL(env, napi_get_boolean(env, released, &result));
   return result;
 }
