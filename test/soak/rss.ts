@@ -20,8 +20,9 @@ export interface RssSample {
   bytes: number;
   /** RssAnon: the heap and malloc, memory only the process holds. */
   anonBytes: number;
-  /** RssFile: mapped file pages resident (the LMDB index, libraries): page cache, shared
-   * and reclaimable, and it grows with the index the server reads. */
+  /** RssFile: mapped file pages resident: page cache, shared and reclaimable. Mostly
+   * Node's own executable (~41 MiB of /usr/bin/node's code and data here), then the
+   * libraries and addons, then the pages of the LMDB index the server has read (~3 MiB). */
   fileBytes: number;
 }
 

@@ -26,7 +26,7 @@ export function formatSoakResult(r: SoakResult): string {
     rows.push(['  last third', `median ${mib(s.lastThird.median)}, max ${mib(s.lastThird.max)}`]);
     rows.push(['  limit', `${mib(s.limit)}: ${s.bounded ? 'bounded' : 'EXCEEDED'}`]);
     rows.push(['  anon (heap, malloc)', split(r, 'anonBytes')]);
-    rows.push(['  file (index pages)', split(r, 'fileBytes')]);
+    rows.push(['  file (node, libraries, index)', split(r, 'fileBytes')]);
     rows.push(['  over time', rssOverTime(r)]);
   }
   rows.push(['errors', String(r.errors.length)]);
