@@ -4,11 +4,12 @@
 // for a 1 GiB mail corpus, 1.8 GiB at 2.5 GiB, 1.06 GiB for this tree. Now 320-390 MiB for
 // any of them; the bound leaves room for a busy machine (garbage collected later).
 import t from 'tap';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, statfsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { runSnapfs, spawnSnapfs, tmpDir } from './helpers/cli.js';
 import { contentManifest } from './helpers/fault.js';
+import { preadCached } from '../lib/platform/native.js';
 
 const MiB = 1024 * 1024;
 /** Issue 2 asks for "e.g. < 400 MiB whatever the corpus"; see the header for the margin. */
@@ -73,6 +74,29 @@ t.test('peak RSS of a backup stays under the bound', async (t) => {
   t.equal(await exited, 0, `backup succeeds ${child.output().stderr}`);
   t.ok(peak > 0, 'peak RSS was sampled');
   t.ok(peak < PEAK_RSS_BOUND, `peak RSS ${(peak / MiB).toFixed(0)} MiB < ${PEAK_RSS_BOUND / MiB} MiB`);
+
+  // Sealed packs leave the page cache (PackWriter.seal): read at their start, middle and
+  // end without waiting for the disk, none answers; once read through, all do.
+  const TMPFS_MAGIC = 0x01021994; // tmpfs pages are the file itself: nothing to drop
+  if (statfsSync(repo).type === TMPFS_MAGIC) {
+    t.pass('packs leave the page cache', { skip: 'repository on tmpfs: no page cache to leave' });
+  } else {
+    const packs = (await fsp.readdir(path.join(repo, 'packs'), { recursive: true })).filter((f) => f.endsWith('.pack'));
+    t.ok(packs.length >= 2, `several packs written (${packs.length})`);
+    const cachedAt = async (file: string): Promise<number[]> => {
+      const fh = await fsp.open(path.join(repo, 'packs', file), 'r');
+      try {
+        const size = (await fh.stat()).size;
+        return [0, Math.floor(size / 2), size - 4096].map((at) => preadCached(fh.fd, Buffer.alloc(4096), at));
+      } finally {
+        await fh.close();
+      }
+    };
+    const cached = (await Promise.all(packs.map(cachedAt))).flat().filter((n) => n !== -1);
+    t.same(cached, [], 'no page of a sealed pack is cached after the backup');
+    await fsp.readFile(path.join(repo, 'packs', packs[0]!));
+    t.same(await cachedAt(packs[0]!), [4096, 4096, 4096], 'a pack read through is cached (the check sees cached pages)');
+  }
 
   // Bounded, and still every byte.
   const out = path.join(work, 'out');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, projectRoot, setMmapThreshold, trimMalloc, zstdDecompress,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, dropCachedPages, projectRoot, setMmapThreshold, trimMalloc, zstdDecompress,
   scanDir, scanDirs, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -615,6 +615,26 @@ t.test('preadCached: cached bytes only, never wrong ones', async (tt) => {
   tt.equal(preadCached(fd, Buffer.alloc(10), data.length + 10), n === -1 ? -1 : 0, 'past the end: nothing');
   tt.throws(() => preadCached(123456, Buffer.alloc(10), 0), { code: 'EBADF' }, 'a bad descriptor is an error, not "not cached"');
   tt.throws(() => preadCached(fd, 'x' as unknown as Buffer, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+});
+
+t.test('dropCachedPages: a synced file leaves the page cache', async (tt) => {
+  const file = join(work, 'drop-cached');
+  fs.writeFileSync(file, randomBytes(1024 * 1024));
+  const fd = fs.openSync(file, 'r+');
+  tt.teardown(() => fs.closeSync(fd));
+  fs.fsyncSync(fd);
+  const buf = Buffer.alloc(65536);
+  if (fs.statfsSync(file).type === 0x01021994) {
+    tt.pass('a synced file leaves the page cache', { skip: 'tmpfs: its pages are the file itself' });
+  } else {
+    tt.equal(preadCached(fd, buf, 0), buf.length, 'just written: cached');
+    tt.equal(dropCachedPages(fd), true, 'advice taken');
+    tt.equal(preadCached(fd, buf, 0), -1, 'dropped: reading would wait for the disk');
+    tt.equal(preadCached(fd, buf, 512 * 1024), -1, 'all of it');
+    fs.readSync(fd, buf, 0, buf.length, 0);
+    tt.equal(preadCached(fd, buf, 0), buf.length, 'read again: cached again');
+  }
+  tt.throws(() => dropCachedPages(123456), { code: 'EBADF' }, 'a bad descriptor is an error');
 });
 
 t.test('newFile: appears whole under its name, or not at all', async (tt) => {

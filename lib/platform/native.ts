@@ -58,6 +58,7 @@ interface Binding {
   setMmapThreshold(bytes: number): boolean;
   trimMalloc(): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
+  dropCachedPages(fd: number): boolean;
   zstdDecompress(frame: Uint8Array, out: Uint8Array): Promise<number>;
   newFile(dir: PathLike, name: PathLike, parts: Uint8Array[], offsets: number[], size: number, uid: number, gid: number,
     mode: number, mtimeSec: number, mtimeNsec: number, chown: boolean): Promise<void>;
@@ -377,6 +378,15 @@ export function trimMalloc(): boolean {
  */
 export function preadCached(fd: number, buf: Uint8Array, offset: number): number {
   return native().preadCached(fd, buf, offset);
+}
+
+/**
+ * Asks the kernel to drop the file's clean pages from the page cache (posix_fadvise
+ * DONTNEED; written pages must be synced first to go). Advice: false where the kernel did
+ * not take it; throws EBADF for a bad descriptor.
+ */
+export function dropCachedPages(fd: number): boolean {
+  return native().dropCachedPages(fd);
 }
 
 /** What newFile writes: data at offsets (gaps are holes), then size, owner, mode, times. */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { RepoLayout } from './layout.js';
 import { fsyncDir, writeFully } from './files.js';
 import { idToHex } from '../format/blob-id.js';
-import { preadCached } from '../platform/native.js';
+import { dropCachedPages, preadCached } from '../platform/native.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import {
   BLOB_HEADER_BYTES,
@@ -132,6 +132,12 @@ export class PackWriter {
     const finalPath = this.layout.packFile(hex);
     try {
       await this.fh!.sync();
+      // Synced, its pages are clean: let them go. Nothing reads a new pack back soon (the
+      // index says what it holds), a backup should not push the server's own files out of
+      // the page cache, and the next pack is then written into these pages instead of
+      // fresh ones (on a VM whose host backs memory lazily, 1 GiB written into fresh pages
+      // took 1.6 s of system time, into recycled ones 0.15 s).
+      dropCachedPages(this.fh!.fd);
       await this.fh!.close();
       this.fh = undefined;
       await fs.mkdir(path.dirname(finalPath), { recursive: true, mode: 0o700 });

@@ -18,6 +18,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setMmapThreshold", sn_set_mmap_threshold),
       FN("trimMalloc", sn_trim_malloc),
       FN("preadCached", sn_pread_cached),
+      FN("dropCachedPages", sn_drop_cached_pages),
       FN("newFile", sn_new_file),
       FN("zstdDecompress", sn_zstd_decompress),
   };

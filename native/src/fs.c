@@ -230,3 +230,23 @@ napi_value sn_pread_cached(napi_env env, napi_callback_info info) {
   SN_CALL(env, napi_create_int64(env, (int64_t)n, &res));
   return res;
 }
+
+/* dropCachedPages(fd): asks the kernel to drop the file's clean pages from the page cache
+ * (posix_fadvise DONTNEED): what a backup wrote and synced is not read back soon, and
+ * pages freed now are the next pack's, instead of pages taken fresh from free memory.
+ * Advice only: false where the kernel did not take it (a pipe, say); a bad descriptor
+ * throws. */
+napi_value sn_drop_cached_pages(napi_env env, napi_callback_info info) {
+  napi_value argv[1], res;
+  int64_t fd;
+  if (!sn_get_args(env, info, 1, argv, "dropCachedPages") ||
+      !sn_get_int64(env, argv[0], "dropCachedPages: fd", 0, INT_MAX, &fd))
+    return NULL;
+  int err = posix_fadvise((int)fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (err == EBADF) {
+    sn_throw_errno(env, err, "posix_fadvise", NULL);
+    return NULL;
+  }
+  SN_CALL(env, napi_get_boolean(env, err == 0, &res));
+  return res;
+}
