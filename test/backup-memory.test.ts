@@ -75,27 +75,32 @@ t.test('peak RSS of a backup stays under the bound', async (t) => {
   t.ok(peak > 0, 'peak RSS was sampled');
   t.ok(peak < PEAK_RSS_BOUND, `peak RSS ${(peak / MiB).toFixed(0)} MiB < ${PEAK_RSS_BOUND / MiB} MiB`);
 
-  // Sealed packs leave the page cache (PackWriter.seal): read at their start, middle and
-  // end without waiting for the disk, none answers; once read through, all do.
+  // Sealed packs leave the page cache (PackWriter.seal): pages read without waiting for
+  // the disk, 16 per pack, almost none answers (the advice is best effort: ext4 may still
+  // hold a page of the last transaction); once a pack is read through, all do. From the
+  // end backwards: a read that finds nothing starts the kernel's read-ahead from there on.
   const TMPFS_MAGIC = 0x01021994; // tmpfs pages are the file itself: nothing to drop
   if (statfsSync(repo).type === TMPFS_MAGIC) {
     t.pass('packs leave the page cache', { skip: 'repository on tmpfs: no page cache to leave' });
   } else {
     const packs = (await fsp.readdir(path.join(repo, 'packs'), { recursive: true })).filter((f) => f.endsWith('.pack'));
     t.ok(packs.length >= 2, `several packs written (${packs.length})`);
-    const cachedAt = async (file: string): Promise<number[]> => {
+    const cachedPages = async (file: string): Promise<number> => {
       const fh = await fsp.open(path.join(repo, 'packs', file), 'r');
       try {
         const size = (await fh.stat()).size;
-        return [0, Math.floor(size / 2), size - 4096].map((at) => preadCached(fh.fd, Buffer.alloc(4096), at));
+        const page = Buffer.alloc(4096);
+        let cached = 0;
+        for (let i = 15; i >= 0; i--) if (preadCached(fh.fd, page, Math.floor(((size - 4096) * i) / 15)) !== -1) cached++;
+        return cached;
       } finally {
         await fh.close();
       }
     };
-    const cached = (await Promise.all(packs.map(cachedAt))).flat().filter((n) => n !== -1);
-    t.same(cached, [], 'no page of a sealed pack is cached after the backup');
+    const cached = (await Promise.all(packs.map(cachedPages))).reduce((a, b) => a + b, 0);
+    t.ok(cached <= packs.length * 2, `${cached} of ${packs.length * 16} pages of the sealed packs cached after the backup`);
     await fsp.readFile(path.join(repo, 'packs', packs[0]!));
-    t.same(await cachedAt(packs[0]!), [4096, 4096, 4096], 'a pack read through is cached (the check sees cached pages)');
+    t.equal(await cachedPages(packs[0]!), 16, 'a pack read through is cached (the check sees cached pages)');
   }
 
   // Bounded, and still every byte.

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import {
-  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, dropCachedPages, projectRoot, setMmapThreshold, trimMalloc, zstdDecompress,
+  cdcCuts, dataRegions, decodeScan, scanRecords, flock, funlock, listXattrs, mknod, newFile, preadCached, dropCachedPages, projectRoot, setMmapThreshold, setTrimThreshold, trimMalloc, zstdDecompress,
   scanDir, scanDirs, setXattr, utimensNoFollow, type NativeError,
 } from '../lib/platform/native.js';
 
@@ -562,6 +562,13 @@ t.test('setMmapThreshold: glibc takes it; out-of-range values are refused', asyn
   t.throws(() => setMmapThreshold(64 * 1024 * 1024));
 });
 
+t.test('setTrimThreshold: glibc takes it; out-of-range values are refused', async (t) => {
+  t.equal(setTrimThreshold(64 * 1024 * 1024), true, 'set (this is glibc)');
+  t.equal(setTrimThreshold(128 * 1024), true, 'and back to glibc\'s default');
+  t.throws(() => setTrimThreshold(0));
+  t.throws(() => setTrimThreshold(2 ** 31));
+});
+
 t.test('trimMalloc: the free pages in the middle of the C heap go back to the kernel', async (tt) => {
   tt.type(trimMalloc(), 'boolean', 'callable in this process');
   // In a process of its own, so that nothing else allocates meanwhile: 64 MiB of buffers
@@ -629,8 +636,9 @@ t.test('dropCachedPages: a synced file leaves the page cache', async (tt) => {
   } else {
     tt.equal(preadCached(fd, buf, 0), buf.length, 'just written: cached');
     tt.equal(dropCachedPages(fd), true, 'advice taken');
-    tt.equal(preadCached(fd, buf, 0), -1, 'dropped: reading would wait for the disk');
-    tt.equal(preadCached(fd, buf, 512 * 1024), -1, 'all of it');
+    // The end first: a read that finds nothing starts the kernel's read-ahead from there on.
+    tt.equal(preadCached(fd, buf, 512 * 1024), -1, 'dropped: reading would wait for the disk');
+    tt.equal(preadCached(fd, buf, 0), -1, 'all of it');
     fs.readSync(fd, buf, 0, buf.length, 0);
     tt.equal(preadCached(fd, buf, 0), buf.length, 'read again: cached again');
   }

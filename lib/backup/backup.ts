@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { listXattrs, scanDir, scanDirs, setMmapThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
+import { listXattrs, scanDir, scanDirs, setMmapThreshold, setTrimThreshold, ScanCursor, ScannedEntry } from '../platform/native.js';
 import { BlobId, idFromHex, idToHex } from '../format/blob-id.js';
 import { EntryKind, TreeEntry, chunkId, compareNames, decodeChunkList, sameVersion } from '../format/tree.js';
 import { SnapshotRecord, SnapshotStats, SNAPSHOT_FORMAT_VERSION, publishedAtNs } from '../format/snapshot.js';
@@ -93,6 +93,14 @@ export const DATA_BUDGET_BYTES = 64 * 1024 * 1024;
  * 2.5 GiB, ~330 MiB at 1 GiB); fixed, both stay near 330. Costs ~8% more system time.
  */
 const MMAP_THRESHOLD_BYTES = 1024 * 1024;
+/**
+ * Free memory at the top of a malloc heap kept for reuse instead of given back at once
+ * (glibc's default: 128 KiB). The small files' buffers come and go by the thousand, and
+ * each page given back and taken again faults anew; on the test VM (where a page fault is
+ * dear) a cold initial backup of the 1 GiB corpus took 5.89-6.74 s against 6.26-7.60 s
+ * (system time 2.9-3.3 s against 3.1-4.1 s) for 10-25 MiB more peak RSS.
+ */
+const TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024;
 
 function emptyStats(): SnapshotStats {
   return {
@@ -120,6 +128,7 @@ export async function backup(repo: Repository, opts: BackupOptions): Promise<Bac
   if (Number.isNaN(Date.parse(time))) throw new SnapfsError('INVALID_ARGUMENT', `--time: not an ISO 8601 time: ${JSON.stringify(time)}`);
 
   setMmapThreshold(MMAP_THRESHOLD_BYTES);
+  setTrimThreshold(TRIM_THRESHOLD_BYTES);
   const session = await repo.beginWrite('backup');
   try {
     const catalog = new SnapshotCatalog(repo.snapshots);

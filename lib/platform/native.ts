@@ -57,6 +57,7 @@ interface Binding {
   readSmallFiles(paths: Buffer[], maxBytes: number): Promise<Array<Buffer | Error>>;
   setMmapThreshold(bytes: number): boolean;
   trimMalloc(): boolean;
+  setTrimThreshold(bytes: number): boolean;
   preadCached(fd: number, buf: Uint8Array, offset: number): number;
   dropCachedPages(fd: number): boolean;
   zstdDecompress(frame: Uint8Array, out: Uint8Array): Promise<number>;
@@ -360,6 +361,15 @@ function decodeSmallFile(buf: Buffer): SmallFile {
  */
 export function setMmapThreshold(bytes: number): boolean {
   return native().setMmapThreshold(bytes);
+}
+
+/**
+ * Free memory at the top of a C heap kept for reuse before it goes back to the kernel
+ * (glibc's M_TRIM_THRESHOLD, 128 KiB by default). Process-wide; false where the C library
+ * is not glibc.
+ */
+export function setTrimThreshold(bytes: number): boolean {
+  return native().setTrimThreshold(bytes);
 }
 
 /**

@@ -17,6 +17,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("readSmallFiles", sn_read_small_files),
       FN("setMmapThreshold", sn_set_mmap_threshold),
       FN("trimMalloc", sn_trim_malloc),
+      FN("setTrimThreshold", sn_set_trim_threshold),
       FN("preadCached", sn_pread_cached),
       FN("dropCachedPages", sn_drop_cached_pages),
       FN("newFile", sn_new_file),

@@ -75,6 +75,7 @@ napi_value sn_scan_dir(napi_env env, napi_callback_info info);
 napi_value sn_scan_dirs(napi_env env, napi_callback_info info);
 napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info);
 napi_value sn_trim_malloc(napi_env env, napi_callback_info info);
+napi_value sn_set_trim_threshold(napi_env env, napi_callback_info info);
 napi_value sn_read_small_files(napi_env env, napi_callback_info info);
 napi_value sn_pread_cached(napi_env env, napi_callback_info info);
 napi_value sn_drop_cached_pages(napi_env env, napi_callback_info info);

@@ -25,6 +25,23 @@ napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* setTrimThreshold(bytes): free memory at a heap's top that glibc keeps for reuse before
+ * giving it back to the kernel (M_TRIM_THRESHOLD); what it gives back faults anew when
+ * taken again. False where the C library is not glibc. */
+napi_value sn_set_trim_threshold(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t bytes;
+  if (!sn_get_args(env, info, 1, argv, "setTrimThreshold") ||
+      !sn_get_int64(env, argv[0], "setTrimThreshold: bytes", 4096, INT_MAX, &bytes))
+    return NULL;
+  bool done = false;
+#ifdef __GLIBC__
+  done = mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1;
+#endif
+  SN_CALL(env, napi_get_boolean(env, done, &result));
+  return result;
+}
+
 /* Hands the heap's free pages back to the kernel (glibc's malloc_trim): a long-running mount
  * frees chunk-sized buffers on several threads, and each thread's arena otherwise keeps
  * the pages of what it freed. True when memory was released. */
