@@ -11,35 +11,39 @@
 #include <malloc.h>
 #endif
 
-napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info) {
+/* One glibc mallopt setting from JS: a byte count in [4096, max]; false where the C
+ * library is not glibc (or it refused). */
+static napi_value set_malloc_option(napi_env env, napi_callback_info info, const char *fn, const char *what,
+                                    int option, int64_t max) {
   napi_value argv[1], result;
   int64_t bytes;
-  if (!sn_get_args(env, info, 1, argv, "setMmapThreshold") ||
-      !sn_get_int64(env, argv[0], "setMmapThreshold: bytes", 4096, 32 * 1024 * 1024, &bytes))
+  if (!sn_get_args(env, info, 1, argv, fn) || !sn_get_int64(env, argv[0], what, 4096, max, &bytes))
     return NULL;
   bool done = false;
 #ifdef __GLIBC__
-  done = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
+  done = mallopt(option, (int)bytes) == 1;
+#else
+  (void)option;
 #endif
   SN_CALL(env, napi_get_boolean(env, done, &result));
   return result;
 }
 
+#ifndef __GLIBC__
+#define M_MMAP_THRESHOLD 0
+#define M_TRIM_THRESHOLD 0
+#endif
+
+napi_value sn_set_mmap_threshold(napi_env env, napi_callback_info info) {
+  return set_malloc_option(env, info, "setMmapThreshold", "setMmapThreshold: bytes", M_MMAP_THRESHOLD,
+                           32 * 1024 * 1024);
+}
+
 /* setTrimThreshold(bytes): free memory at a heap's top that glibc keeps for reuse before
  * giving it back to the kernel (M_TRIM_THRESHOLD); what it gives back faults anew when
- * taken again. False where the C library is not glibc. */
+ * taken again. */
 napi_value sn_set_trim_threshold(napi_env env, napi_callback_info info) {
-  napi_value argv[1], result;
-  int64_t bytes;
-  if (!sn_get_args(env, info, 1, argv, "setTrimThreshold") ||
-      !sn_get_int64(env, argv[0], "setTrimThreshold: bytes", 4096, INT_MAX, &bytes))
-    return NULL;
-  bool done = false;
-#ifdef __GLIBC__
-  done = mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1;
-#endif
-  SN_CALL(env, napi_get_boolean(env, done, &result));
-  return result;
+  return set_malloc_option(env, info, "setTrimThreshold", "setTrimThreshold: bytes", M_TRIM_THRESHOLD, INT_MAX);
 }
 
 /* Hands the heap's free pages back to the kernel (glibc's malloc_trim): a long-running mount
