@@ -4,6 +4,7 @@
 // (never another batch's bytes), which PackWriter refuses to store.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -94,4 +95,45 @@ t.test('a pool closed while its workers are still starting closes cleanly, and a
     await pool.close();
   }
   t.equal(intact, rounds, 'every frame decompresses to its input');
+});
+
+t.test('a pool closed while a batch is in flight keeps the process alive until its workers exit', async (t) => {
+  // A failed backup closes the pool while blobs of other files may still be compressing.
+  // Each finished batch used to unreference its worker again: with close() already waiting
+  // for that worker's exit, nothing held the event loop, so the process ended at once with
+  // exit code 0 and the backup's failure unreported (the guard of cli/completion.ts). In a
+  // child process, since what is tested is that the event loop does not run dry.
+  const url = new URL('../lib/store/compression.js', import.meta.url).href;
+  const script = `
+    const { CompressionPool } = await import(process.env.POOL_URL);
+    const closed = [];
+    for (let round = 0; round < 10; round++) {
+      const pool = new CompressionPool(3, 2);
+      (await pool.compress(Buffer.alloc(1000, 1))).release(); // workers started
+      // Batches in flight on both workers, their callers gone (never awaited): close now.
+      const inFlight = [1, 2, 3, 4].map((i) => pool.compress(Buffer.alloc(4 << 20, i)));
+      inFlight.forEach((p) => p.then((f) => f.release(), () => undefined));
+      await pool.close();
+      closed.push(round);
+      const late = await pool.compress(Buffer.alloc(10, 1)).then(() => 'compressed', (err) => err.message);
+      if (round === 0) console.log(JSON.stringify({ late }));
+    }
+    console.log(JSON.stringify({ closed: closed.length }));
+  `;
+  // From a file: workers inherit the parent's flags, and --input-type breaks their start.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'snapfs-pool-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'close-in-flight.mjs');
+  fs.writeFileSync(file, script);
+  const child = spawn(process.execPath, [file], {
+    env: { ...process.env, POOL_URL: url, NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const lines = out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  t.equal(code, 0, 'the child exited normally');
+  t.match(lines[0], { late: /closed/ }, 'a blob given to a closed pool is refused, not left unsettled');
+  t.same(lines[1], { closed: 10 }, 'every close() returned: the process did not end while waiting for it');
 });

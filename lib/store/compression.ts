@@ -89,6 +89,8 @@ export class CompressionPool {
   private queuedBytes = 0;
   private dispatchScheduled = false;
   private failure: unknown;
+  /** close() was called: nothing more is dispatched, and workers stay referenced until they exit. */
+  private closing = false;
   private readonly spareInputs: BufferPool;
   /** Released output buffers, handed to the next batches' workers. */
   private readonly spareOutputs: ArrayBuffer[] = [];
@@ -120,6 +122,7 @@ export class CompressionPool {
 
   compress(data: Uint8Array): Promise<CompressedFrame> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(poolClosed());
     if (this.workers.length === 0) this.start();
     return new Promise((resolve, reject) => {
       this.queue.push({ data, resolve, reject });
@@ -145,6 +148,7 @@ export class CompressionPool {
   }
 
   private dispatch(): void {
+    if (this.closing) return;
     while (this.idle.length > 0 && this.head < this.queue.length) {
       const batch: Pending[] = [];
       let bytes = 0;
@@ -208,6 +212,10 @@ export class CompressionPool {
       });
       at += len;
     });
+    // A closing pool keeps its workers referenced: close() waits for them to exit, and an
+    // unreferenced worker would let the event loop run dry (the process ended, exit code
+    // 0, in the middle of a failed backup's cleanup).
+    if (this.closing) return;
     worker.unref();
     this.idle.push(worker);
     this.schedule();
@@ -229,12 +237,22 @@ export class CompressionPool {
    * once the worker has loaded, after any batch before it.
    */
   async close(): Promise<void> {
+    this.closing = true;
+    // Blobs still queued belong to callers that gave up (a failed backup's other files).
+    this.queue.slice(this.head).forEach((p) => p!.reject(poolClosed()));
+    this.queue = [];
+    this.head = 0;
+    this.queuedBytes = 0;
     for (const w of this.workers) {
       w.ref(); // the process waits for them to exit
       w.postMessage(null);
     }
     await Promise.all(this.exits);
   }
+}
+
+function poolClosed(): Error {
+  return new Error('compression pool: closed');
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;
