@@ -4,10 +4,10 @@
 // for a 1 GiB mail corpus, 1.8 GiB at 2.5 GiB, 1.06 GiB for this tree. Now 320-390 MiB for
 // any of them; the bound leaves room for a busy machine (garbage collected later).
 import t from 'tap';
-import { promises as fsp, statfsSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { runSnapfs, spawnSnapfs, tmpDir } from './helpers/cli.js';
+import { onTmpfs, runSnapfs, spawnSnapfs, tmpDir } from './helpers/cli.js';
 import { contentManifest } from './helpers/fault.js';
 import { preadCached } from '../lib/platform/native.js';
 
@@ -79,8 +79,7 @@ t.test('peak RSS of a backup stays under the bound', async (t) => {
   // the disk, 16 per pack, almost none answers (the advice is best effort: ext4 may still
   // hold a page of the last transaction); once a pack is read through, all do. From the
   // end backwards: a read that finds nothing starts the kernel's read-ahead from there on.
-  const TMPFS_MAGIC = 0x01021994; // tmpfs pages are the file itself: nothing to drop
-  if (statfsSync(repo).type === TMPFS_MAGIC) {
+  if (onTmpfs(repo)) {
     t.pass('packs leave the page cache', { skip: 'repository on tmpfs: no page cache to leave' });
   } else {
     const packs = (await fsp.readdir(path.join(repo, 'packs'), { recursive: true })).filter((f) => f.endsWith('.pack'));

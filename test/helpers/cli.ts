@@ -4,7 +4,7 @@
 // event loop in some setups, and a blocking spawnSync would deadlock them.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../lib/platform/native.js';
@@ -168,4 +168,10 @@ export async function tmpDir(t: any, prefix: string): Promise<string> {
   const dir = await fsp.mkdtemp(join(tmpdir(), prefix.endsWith('-') ? prefix : prefix + '-'));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** Whether `path` lies on a tmpfs, whose pages are the files themselves: no page cache to leave. */
+export function onTmpfs(path: string): boolean {
+  const TMPFS_MAGIC = 0x01021994;
+  return statfsSync(path).type === TMPFS_MAGIC;
 }
