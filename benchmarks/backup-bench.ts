@@ -15,7 +15,7 @@ import { ensureCorpus, mutateCorpus, DEFAULT_SEED, CorpusManifest } from './corp
 import { parseArgs, parseSize, formatBytes, mb, rate, secs, ratio } from './common/args.js';
 import { Measured, RunOptions, canDropCaches, dropCaches, measureShell, noise, quietStats, setPriority, setQuietWait } from './common/exec.js';
 import { mkdirp, rmrf } from './common/fs-walk.js';
-import { BackupRun, SnapfsTool, makeTools, missingTools, prepareSnapfs, snapfsCli } from './common/tools.js';
+import { BackupRun, SNAPFS_ENV, SnapfsTool, makeTools, missingTools, prepareSnapfs, snapfsCli } from './common/tools.js';
 import { Target, factsMarkdown, machineFacts, table, targetsTable } from './common/report.js';
 import { summarizeProfiles } from './profile-summary.js';
 import { BenchState, floorCommands, shq, writeState } from './common/state.js';
@@ -99,18 +99,17 @@ async function main(): Promise<void> {
 
   // Fixed cost of starting each program (warm, best of 3): the no-change target is
   // measured against a stat walk that takes a fraction of a second at this size.
-  // snapfs runs without NODE_EXTRA_CA_CERTS (SnapfsTool.env): when the environment sets it,
-  // Node's start-up is shown both ways.
+  // Each in the environment it runs with (snapfs: SNAPFS_ENV): when ours sets
+  // NODE_EXTRA_CA_CERTS, Node's start-up is shown both ways.
   const best = async (cmd: string, env?: RunOptions['env']): Promise<number> =>
     Math.min(...(await seq(3, () => measureShell(cmd, env ? { env } : {}))).map((m) => m.wallS));
-  const withoutCaCerts = { NODE_EXTRA_CA_CERTS: undefined };
-  const startup: Array<[string, number]> = [[`node itself: \`node -e 0\``, await best(`${shq(process.execPath)} -e 0`, withoutCaCerts)]];
+  const startup: Array<[string, number]> = [[`node itself: \`node -e 0\``, await best(`${shq(process.execPath)} -e 0`, SNAPFS_ENV)]];
   if (process.env.NODE_EXTRA_CA_CERTS) {
     startup.push([`node itself with this environment's NODE_EXTRA_CA_CERTS (not given to snapfs)`, await best(`${shq(process.execPath)} -e 0`)]);
   }
   for (const t of tools) {
     const cmd = t.name === 'snapfs' ? `${shq(process.execPath)} ${shq(snapfsCli())} --version` : t.name === 'restic' ? 'restic version' : 'borg --version';
-    startup.push([`${t.label}: \`${t.name === 'snapfs' ? 'node dist/cli/main.js --version' : cmd}\``, await best(`${cmd} > /dev/null`, t.name === 'snapfs' ? withoutCaCerts : undefined)]);
+    startup.push([`${t.label}: \`${t.name === 'snapfs' ? 'node dist/cli/main.js --version' : cmd}\``, await best(`${cmd} > /dev/null`, t.env())]);
   }
 
   const results: ToolResult[] = [];

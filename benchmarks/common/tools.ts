@@ -48,7 +48,7 @@ export abstract class Tool {
   }
 
   /** Environment of the tool's commands, over the benchmark's own (undefined: removed). */
-  protected env(): Record<string, string | undefined> {
+  env(): Record<string, string | undefined> {
     return {};
   }
 
@@ -167,6 +167,13 @@ function filesUnder(dir: string, filter: (p: string) => boolean): string[] {
   return out.sort();
 }
 
+/**
+ * snapfs runs without NODE_EXTRA_CA_CERTS: Node 20 reads and parses that bundle at every
+ * start (40 ms here, where the machine's environment sets it for all programs), and snapfs
+ * opens no TLS connection. The floors table shows Node's start-up with and without it.
+ */
+export const SNAPFS_ENV: Record<string, string | undefined> = { NODE_EXTRA_CA_CERTS: undefined };
+
 export class SnapfsTool extends Tool {
   readonly name = 'snapfs';
   readonly version: string;
@@ -188,13 +195,8 @@ export class SnapfsTool extends Tool {
     return this.exec(process.execPath, [...this.nodeFlags, snapfsCli(), ...args], opts);
   }
 
-  /**
-   * Without NODE_EXTRA_CA_CERTS: Node 20 reads and parses that bundle at every start (40 ms
-   * here, where the machine's environment sets it for all programs), and snapfs opens no
-   * TLS connection. The floors table shows Node's start-up with and without it.
-   */
-  protected override env(): Record<string, string | undefined> {
-    return { NODE_EXTRA_CA_CERTS: undefined };
+  override env(): Record<string, string | undefined> {
+    return SNAPFS_ENV;
   }
 
   protected async init(): Promise<void> {
@@ -250,7 +252,7 @@ export class ResticTool extends Tool {
     return which('restic') !== undefined;
   }
 
-  protected override env(): Record<string, string> {
+  override env(): Record<string, string> {
     return { RESTIC_PASSWORD: 'snapfs-bench', RESTIC_REPOSITORY: this.repo, RESTIC_CACHE_DIR: path.join(this.home, 'cache') };
   }
 
@@ -301,7 +303,7 @@ export class BorgTool extends Tool {
     return which('borg') !== undefined;
   }
 
-  protected override env(): Record<string, string> {
+  override env(): Record<string, string> {
     return {
       BORG_CACHE_DIR: path.join(this.home, 'cache'),
       BORG_CONFIG_DIR: path.join(this.home, 'config'),
