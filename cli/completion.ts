@@ -2,7 +2,9 @@
 // finished: a promise that nothing will settle once the event loop runs dry, or an exit(0)
 // somewhere below us. For a backup that is a missing snapshot that reads as success, which
 // happened once (an index commit that failed on lmdb-js's write thread settled nothing:
-// docs/reliability.md). So a command that writes arms this guard, and an exit with code 0
+// docs/reliability.md); for a restore or a check it would be a partial restore or a check
+// that reads as clean. So main.ts arms this guard for every command once its arguments are
+// parsed (backup and run again, with their own name and status), and an exit with code 0
 // before it says "done" becomes a failure with a message naming its last reported status.
 import { EXIT_FAILURE } from './exit-codes.js';
 

@@ -5,6 +5,7 @@ import { reportError } from './output.js';
 import { EXIT_BY_CODE, EXIT_FAILURE, EXIT_USAGE } from './exit-codes.js';
 import { fromSystemError, isSnapfsError } from '../lib/errors.js';
 import { quickBackupArgs } from './quick-argv.js';
+import { armCompletionGuard, completed } from './completion.js';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2); // what yargs' hideBin gives under node
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
     const quick = quickBackupArgs(args);
     if (quick) await (await import('./commands/backup.js')).runBackup(quick);
     else await (await commandLine(args)).parseAsync();
+    completed();
   } catch (err) {
     // Said once: the same failure already reported from the background is not repeated.
     const code = background !== undefined && isSnapfsError(err) && (EXIT_BY_CODE[err.code] ?? EXIT_FAILURE) === background ? background : reportError(err, json);
@@ -62,6 +64,10 @@ async function commandLine(args: string[]): Promise<Argv> {
     .help()
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
+    // Every command's exit 0 claims its work is done (a restore complete, a check clean):
+    // ending before the handler returns, the process must not say so (cli/completion.ts).
+    // Armed here, once parsing is through: --help and --version end with exit 0 earlier.
+    .middleware((argv) => armCompletionGuard(`'snapfs ${argv._.join(' ')}'`))
     .fail((msg, err) => {
       if (err) throw err;
       process.stderr.write(`snapfs: ${msg}\n(see 'snapfs --help')\n`);

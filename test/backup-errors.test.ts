@@ -156,6 +156,30 @@ t.test('a backup whose process ends before it finished does not exit 0', async (
   t.equal(after.code, 0, 'without the early exit the same backup succeeds');
 });
 
+t.test('a restore (any command) whose process ends before it finished does not exit 0', async (t) => {
+  // The guard of cli/completion.ts is armed for every command once its arguments are
+  // parsed: a restore cut short must not read as a complete one.
+  const work = await tmpDir(t, 'errors-early-exit-restore');
+  const repo = path.join(work, 'repo');
+  const src = path.join(work, 'src');
+  await generateSmallTree(src, { files: 50, dirs: 4, seed: 5 });
+  await fs.writeFile(path.join(src, 'big.bin'), new XorShift32(9).bytes(64 * 1024 * 1024));
+  await runSnapfs(['init', repo]);
+  await runSnapfs(['backup', repo, src, '--source', 's']);
+  const preload = pathToFileURL(path.join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
+  const target = path.join(work, 'out');
+  const r = await runSnapfs(['restore', repo, 's@last', target], { env: { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_EXISTS: target }, allowFail: true });
+  t.equal(r.code, 1, 'exit 1, not 0', { stdout: r.stdout, stderr: r.stderr });
+  t.match(r.stderr, /internal error: the process ended before 'snapfs restore' finished/, 'and says why');
+  for (const args of [['--help'], ['--version'], ['restore', '--help']]) {
+    const h = await runSnapfs(args, { env: { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_EXISTS: target } });
+    t.equal(h.code, 0, `${args.join(' ')}: still exit 0 (nothing was armed)`);
+  }
+  const again = path.join(work, 'again');
+  t.equal((await runSnapfs(['restore', repo, 's@last', again])).code, 0, 'without the early exit the same restore succeeds');
+  t.ok((await fs.readFile(path.join(again, 'big.bin'))).equals(await fs.readFile(path.join(src, 'big.bin'))), 'and restores the big file whole');
+});
+
 t.test('disk full: clean abort, repository still valid, next backup succeeds', { skip: !isRoot && 'needs root to mount a tmpfs' }, async (t) => {
   const work = await tmpDir(t, 'errors-enospc');
   const small = path.join(work, 'small-fs');

@@ -18,6 +18,7 @@ import type { Vfs } from '../../lib/read/vfs.js';
 import type { MountedFs } from '../../lib/fuse/mount.js';
 import { SnapfsError, ErrorCode } from '../../lib/errors.js';
 import { Output } from '../output.js';
+import { completed } from '../completion.js';
 
 const DAEMON_ENV = 'SNAPFS_MOUNT_DAEMON';
 const READY_TIMEOUT_MS = 120_000;
@@ -264,6 +265,7 @@ async function serve(args: MountArgs): Promise<void> {
     else out.info(`unmounted ${mnt}`);
   }
   // fuse-native's worker thread may still hold libuv handles: end explicitly.
+  completed();
   process.exit(process.exitCode ?? 0);
 }
 
