@@ -137,15 +137,24 @@ t.test('a file that changes while it is read is detected and read again next tim
   t.same(next.json.warnings, [], 'and, now stable, without warning');
 });
 
-t.test('a backup whose process ends before it finished does not exit 0', async (t) => {
-  const work = await tmpDir(t, 'errors-early-exit');
+/**
+ * A repository and a source with a 64 MiB file (so that a command on it lasts), and the
+ * NODE_OPTIONS that preload test/fixtures/exit-when-locked (an exit(0) midway).
+ */
+async function earlyExitSetup(t: any, name: string, seed: number): Promise<{ work: string; repo: string; src: string; preload: string }> {
+  const work = await tmpDir(t, name);
   const repo = path.join(work, 'repo');
   const src = path.join(work, 'src');
-  await generateSmallTree(src, { files: 200, dirs: 8, seed: 4 });
-  await fs.writeFile(path.join(src, 'big.bin'), new XorShift32(8).bytes(64 * 1024 * 1024));
+  await generateSmallTree(src, { files: 200, dirs: 8, seed });
+  await fs.writeFile(path.join(src, 'big.bin'), new XorShift32(seed * 2).bytes(64 * 1024 * 1024));
   await runSnapfs(['init', repo]);
-  const preload = pathToFileURL(path.join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
-  const env = { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_LOCKED: path.join(repo, 'lock') };
+  const fixture = pathToFileURL(path.join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
+  return { work, repo, src, preload: `--import=${fixture}` };
+}
+
+t.test('a backup whose process ends before it finished does not exit 0', async (t) => {
+  const { repo, src, preload } = await earlyExitSetup(t, 'errors-early-exit', 4);
+  const env = { NODE_OPTIONS: preload, SNAPFS_TEST_EXIT_WHEN_LOCKED: path.join(repo, 'lock') };
   for (const command of [['backup', repo, src, '--source', 's'], ['backup', repo, src, '--source', 's', '--json']]) {
     const r = await runSnapfs(command, { env, allowFail: true });
     t.equal(r.code, 1, `${command.join(' ')}: exit 1, not 0`, { stdout: r.stdout, stderr: r.stderr });
@@ -159,20 +168,15 @@ t.test('a backup whose process ends before it finished does not exit 0', async (
 t.test('a restore (any command) whose process ends before it finished does not exit 0', async (t) => {
   // The guard of cli/completion.ts is armed for every command once its arguments are
   // parsed: a restore cut short must not read as a complete one.
-  const work = await tmpDir(t, 'errors-early-exit-restore');
-  const repo = path.join(work, 'repo');
-  const src = path.join(work, 'src');
-  await generateSmallTree(src, { files: 50, dirs: 4, seed: 5 });
-  await fs.writeFile(path.join(src, 'big.bin'), new XorShift32(9).bytes(64 * 1024 * 1024));
-  await runSnapfs(['init', repo]);
+  const { work, repo, src, preload } = await earlyExitSetup(t, 'errors-early-exit-restore', 5);
   await runSnapfs(['backup', repo, src, '--source', 's']);
-  const preload = pathToFileURL(path.join(projectRoot(), 'dist', 'test', 'fixtures', 'exit-when-locked.js')).href;
   const target = path.join(work, 'out');
-  const r = await runSnapfs(['restore', repo, 's@last', target], { env: { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_EXISTS: target }, allowFail: true });
+  const env = { NODE_OPTIONS: preload, SNAPFS_TEST_EXIT_WHEN_EXISTS: target };
+  const r = await runSnapfs(['restore', repo, 's@last', target], { env, allowFail: true });
   t.equal(r.code, 1, 'exit 1, not 0', { stdout: r.stdout, stderr: r.stderr });
   t.match(r.stderr, /internal error: the process ended before 'snapfs restore' finished/, 'and says why');
   for (const args of [['--help'], ['--version'], ['restore', '--help']]) {
-    const h = await runSnapfs(args, { env: { NODE_OPTIONS: `--import=${preload}`, SNAPFS_TEST_EXIT_WHEN_EXISTS: target } });
+    const h = await runSnapfs(args, { env });
     t.equal(h.code, 0, `${args.join(' ')}: still exit 0 (nothing was armed)`);
   }
   const again = path.join(work, 'again');
