@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { withRepository } from '../context.js';
 import { Output, formatBytes, formatDuration } from '../output.js';
 import { EXIT_PARTIAL } from '../exit-codes.js';
-import { armCompletionGuard, completed, noteStatus } from '../completion.js';
+import { armCompletionGuard, noteStatus } from '../completion.js';
 
 /** The parsed command line of `backup`, from yargs or from cli/quick-argv.ts. */
 export interface BackupArgs {
@@ -65,5 +65,4 @@ export async function runBackup(argv: BackupArgs): Promise<void> {
   );
   out.json({ snapshot: s, warnings: result.warnings });
   if (s.partial) process.exitCode = EXIT_PARTIAL;
-  completed();
 }

@@ -4,7 +4,7 @@ import { ProgressLine } from '../progress.js';
 import { EXIT_FAILURE, EXIT_PARTIAL } from '../exit-codes.js';
 import type { RunSummary } from '../../lib/ops/run.js';
 import { pruneSummary } from './prune.js';
-import { armCompletionGuard, completed, noteStatus } from '../completion.js';
+import { armCompletionGuard, noteStatus } from '../completion.js';
 
 export function register(y: Argv): Argv {
   return y.command(
@@ -37,7 +37,6 @@ export function register(y: Argv): Argv {
       const anyPartial = summary.sources.some((s) => s.status === 'partial');
       if (summary.failures.length > 0) process.exitCode = EXIT_FAILURE;
       else if (anyPartial) process.exitCode = EXIT_PARTIAL;
-      completed();
     },
   );
 }

@@ -225,9 +225,15 @@ export class CompressionPool {
     this.failure = err;
     for (const batch of this.jobs.values()) batch.forEach((p) => p.reject(err));
     this.jobs.clear();
+    this.rejectQueued(err);
+  }
+
+  /** Rejects every blob not yet dispatched and empties the queue. */
+  private rejectQueued(err: unknown): void {
     this.queue.slice(this.head).forEach((p) => p!.reject(err));
     this.queue = [];
     this.head = 0;
+    this.queuedBytes = 0;
   }
 
   /**
@@ -239,10 +245,7 @@ export class CompressionPool {
   async close(): Promise<void> {
     this.closing = true;
     // Blobs still queued belong to callers that gave up (a failed backup's other files).
-    this.queue.slice(this.head).forEach((p) => p!.reject(poolClosed()));
-    this.queue = [];
-    this.head = 0;
-    this.queuedBytes = 0;
+    this.rejectQueued(poolClosed());
     for (const w of this.workers) {
       w.ref(); // the process waits for them to exit
       w.postMessage(null);
