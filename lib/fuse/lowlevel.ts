@@ -321,7 +321,8 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
             ino: e.ino,
             mode: e.type,
             nextOffset: offset + i + 1,
-            node: e.node && { ino: e.node.id, attr: toFuseAttr(e.node.attr), timeout: CONTENT_TIMEOUT_S, noXattrs: e.node.noXattrs },
+            // Checked again now: lookups answered while the page was read may have given the id to another entry.
+            node: e.node && vfs.mayGiveListed(ino, e.name, e.node.id) ? { ino: e.node.id, attr: toFuseAttr(e.node.attr), timeout: CONTENT_TIMEOUT_S, noXattrs: e.node.noXattrs } : undefined,
           })),
           end,
         );

@@ -650,7 +650,13 @@ export function replyOk(req: FuseRequest): boolean {
   return native().replyErr(req, 0);
 }
 
-/** lookup answer. Each positive reply adds one kernel reference to entry.ino (given back via forget). */
+/**
+ * lookup answer. Each positive reply adds one kernel reference to entry.ino (given back
+ * via forget). False when not delivered: interrupted, or answered EIO by the binding
+ * because the kernel may hold entry.ino as another entry through a lookup the binding
+ * answered and `ref` has not reported yet (node ids are hashes; two entries must never
+ * become one inode).
+ */
 export function replyEntry(req: FuseRequest, entry: FuseEntry): boolean {
   return native().replyEntry(req, entry);
 }
@@ -714,11 +720,12 @@ export function replyDirents(req: FuseRequest, size: number, entries: readonly F
   const sent = native().replyDirents(req, size, entries, nodes, end?.dirIno);
   if (plus) {
     plusListings.delete(req);
-    // The kernel linked every sent entry with a node (but . and ..); one it could not
-    // link comes back as a forget.
+    // The kernel linked every entry sent with a node (but . and ..); one it could not
+    // link comes back as a forget. The binding sent a name alone, and zeroed its node's
+    // id, where the kernel may hold that id as another entry JS has not heard of yet.
     for (let i = 0; i < sent; i++) {
       const e = entries[i]!;
-      if (e.node && !isDotName(e.name)) plus.ref(e.node.ino, plus.parent, e.name, true);
+      if (e.node && !isDotName(e.name) && nodes!.readBigUInt64LE(i * DN_BYTES) !== 0n) plus.ref(e.node.ino, plus.parent, e.name, true);
     }
   }
   return sent;

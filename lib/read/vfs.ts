@@ -256,6 +256,13 @@ export class Vfs {
   private readonly pinSnaps: SnapshotRecord[] = [];
   private readonly pinSnapNumbers = new Map<string, number>();
   private childRefs = 0;
+  /**
+   * Ids the kernel took for two entries at once (refChild met one held as another entry:
+   * a race the binding's checks should leave no room for). The kernel may now have one
+   * inode for both, or a broken one: every request about the id fails (EIO) until it is
+   * forgotten.
+   */
+  private readonly clashed = new Set<bigint>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   /** Read state of files opened by the binding itself (see readNode), least recent first. */
@@ -381,6 +388,7 @@ export class Vfs {
 
   /** A node by id: from memory, or rebuilt from the trees when the kernel holds it. */
   private async node(id: bigint): Promise<Node> {
+    if (this.clashed.has(id)) throw idCollision('a request', id);
     const n = this.cachedNode(id);
     if (n) return n;
     const held = this.pins.get(id);
@@ -509,30 +517,48 @@ export class Vfs {
     else throw new SnapfsError('STALE_HANDLE', `node ${id} is no longer known; look it up again`);
   }
 
+  /** The snapshot and path of directory `parentId`, which the kernel holds (or undefined). */
+  private placeOf(parentId: bigint): { snap: SnapshotRecord; parentPath: Buffer } | undefined {
+    const parent = this.cachedNode(parentId);
+    if (parent?.type === 'entry' || parent?.type === 'snapshot') return { snap: parent.snap, parentPath: parent.type === 'entry' ? parent.path : EMPTY };
+    const held = this.pins.get(parentId);
+    return held && { snap: this.pinSnaps[held.snap]!, parentPath: held.path };
+  }
+
+  /**
+   * Whether a listing of `parentId` may still hand over node `id` for `name`: readdir
+   * found the id free, but lookups answered since may have given it to another entry.
+   * Synchronous: call it right before the reply.
+   */
+  mayGiveListed(parentId: bigint, name: Buffer, id: bigint): boolean {
+    const place = this.placeOf(parentId);
+    return place !== undefined && !this.clashed.has(id) && !this.idTakenByOther(id, place.snap, place.parentPath, name);
+  }
+
   /**
    * Like ref, for a node a binding found itself as `name` in directory `parentId` (from
    * a readdir entry's `node`): the kernel holds the parent, so it is known.
    */
   refChild(parentId: bigint, name: Buffer, id: bigint): void {
-    const parent = this.cachedNode(parentId);
-    let snap: SnapshotRecord;
-    let parentPath: Buffer;
-    if (parent?.type === 'entry' || parent?.type === 'snapshot') {
-      snap = parent.snap;
-      parentPath = parent.type === 'entry' ? parent.path : EMPTY;
-    } else {
-      const held = this.pins.get(parentId);
-      if (!held) throw new SnapfsError('STALE_HANDLE', `node ${parentId} is no longer known; cannot hold its child`);
-      snap = this.pinSnaps[held.snap]!;
-      parentPath = held.path;
-    }
+    const place = this.placeOf(parentId);
+    if (!place) throw new SnapfsError('STALE_HANDLE', `node ${parentId} is no longer known; cannot hold its child`);
+    const { snap, parentPath } = place;
     const path: [Buffer, Buffer] = [parentPath, name];
     if (nodeIdOf(['entry', snap.id, path]) !== id) throw new SnapfsError('STALE_HANDLE', `node ${id} is not ${name.toString('utf8')} in node ${parentId}`);
     if (this.idTakenByOther(id, snap, parentPath, name)) {
       // Only listings of names whose id was free carry nodes, but an id can be taken
-      // between the listing and this lookup. A node the kernel does not hold yields; one
-      // it holds cannot, and the kernel now has one inode for both names.
-      if (this.pinned.has(id) || this.pins.has(id)) throw entryCollision(snap, parentPath, name, id);
+      // between the listing and this lookup. A node the kernel does not hold yields.
+      const p = this.pinned.get(id);
+      if (p || this.pins.has(id)) {
+        // One the kernel holds cannot: the binding gives no id it may hold as another
+        // entry, so this is a race it missed. The reference still counts (its forget
+        // comes), and the id serves neither entry until the kernel forgets it.
+        if (p) p.count++;
+        else this.pins.add(id, 0, EMPTY);
+        this.clashed.add(id);
+        this.nodeReads.delete(id);
+        throw entryCollision(snap, parentPath, name, id);
+      }
       this.nodes.delete(id);
     }
     this.pins.add(id, this.pinSnapNumber(snap), path);
@@ -542,12 +568,13 @@ export class Vfs {
   forget(id: bigint, count = 1): void {
     const p = this.pinned.get(id);
     if (!p) {
-      this.pins.release(id, count);
+      if (this.pins.release(id, count)) this.clashed.delete(id);
       return;
     }
     p.count -= count;
     if (p.count <= 0) {
       this.pinned.delete(id);
+      this.clashed.delete(id);
       this.remember(p.node);
     }
   }
@@ -923,6 +950,7 @@ export class Vfs {
   async read<T>(fh: number, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
     const h = this.handles.get(fh);
     if (!h) throw new SnapfsError('STALE_HANDLE', `file handle ${fh} is not open`);
+    if (this.clashed.has(h.node.id)) throw idCollision('a read', h.node.id);
     return this.readFrom(h, offset, length, use);
   }
 
@@ -932,6 +960,7 @@ export class Vfs {
    * for the few files read most recently.
    */
   async readNode<T>(id: bigint, offset: number, length: number, use: (data: Buffer) => T): Promise<T> {
+    if (this.clashed.has(id)) throw idCollision('a read', id);
     let h = this.nodeReads.get(id);
     if (h) {
       this.nodeReads.delete(id); // most recently used last

@@ -8,7 +8,11 @@
 
 #define WAYS 4
 
-enum { F_ATTR = 1, F_NO_XATTRS = 2, F_LINK = 4 };
+/* F_GIVEN: a reply gave the kernel the id for `owner`, whose attributes are
+ * not cached (they may change: the root, source and snapshot directories,
+ * `last`). Like F_ATTR, it keeps the id from other entries (fc_claim,
+ * fc_get_name). */
+enum { F_ATTR = 1, F_NO_XATTRS = 2, F_LINK = 4, F_GIVEN = 8 };
 
 /* struct stat without the fields FUSE ignores: 88 bytes instead of ~144. */
 typedef struct {
@@ -21,6 +25,14 @@ typedef struct {
 typedef struct {
   uint64_t id; /* 0: free (node ids are never 0) */
   uint64_t owner; /* st_ino of the entry the id was last given for (fc_node_is) */
+  /* The name (name_hash of parent and name) the id was last given for; 0: not
+   * known (a getattr, a read-ahead claim). Inode numbers alone do not tell
+   * entries apart: an unchanged file keeps its number in every snapshot. */
+  uint64_t key;
+  /* Lookups answered from a name under this id that JS has not yet been told
+   * of (fc_get_name marks, fc_reported counts down): while any is, the id is
+   * given to no other entry, whatever JS decides, and the entry stays. */
+  uint32_t unreported;
   fc_attr attr;
   uint32_t flags;
   double timeout;
@@ -138,8 +150,14 @@ static void entry_reset(fc_entry *e) {
 void fc_clear(fc_cache *c) {
   pthread_mutex_lock(&c->lock);
   for (size_t s = 0; s <= c->mask; s++)
-    for (int w = 0; w < WAYS; w++)
-      if (c->sets[s].way[w].id) entry_reset(&c->sets[s].way[w]);
+    for (int w = 0; w < WAYS; w++) {
+      fc_entry *e = &c->sets[s].way[w];
+      if (!e->id) continue;
+      /* Who the kernel holds the id as stays known until JS hears of it. */
+      fc_entry keep = {.id = e->id, .owner = e->owner, .key = e->key, .unreported = e->unreported, .flags = F_GIVEN};
+      entry_reset(e);
+      if (keep.unreported) *e = keep;
+    }
   for (size_t s = 0; s <= c->name_mask; s++)
     for (int w = 0; w < WAYS; w++)
       if (c->name_sets[s].way[w].parent) name_reset(&c->name_sets[s].way[w]);
@@ -169,8 +187,8 @@ static fc_entry *find(fc_cache *c, uint64_t id) {
   return NULL;
 }
 
-/* The entry for id, taking a free or the round-robin victim slot. Caller
- * holds the lock. */
+/* The entry for id, taking a free or the round-robin victim slot (one with
+ * unreported lookups only when the whole set has them). Caller holds the lock. */
 static fc_entry *slot(fc_cache *c, uint64_t id) {
   fc_set *s = set_of(c, id);
   fc_entry *free_slot = NULL;
@@ -180,8 +198,11 @@ static fc_entry *slot(fc_cache *c, uint64_t id) {
   }
   fc_entry *e = free_slot;
   if (!e) {
-    e = &s->way[s->victim];
-    s->victim = (s->victim + 1) % WAYS;
+    for (int tries = 0; tries < WAYS; tries++) {
+      e = &s->way[s->victim];
+      s->victim = (s->victim + 1) % WAYS;
+      if (!e->unreported) break;
+    }
     entry_reset(e);
   }
   e->id = id;
@@ -209,7 +230,7 @@ bool fc_claim(fc_cache *c, uint64_t id, uint64_t ino) {
   fc_entry *e = find(c, id);
   /* The kernel may hold the id as that other entry (a lookup answered here
    * that JS has yet to hear of): it keeps it. */
-  bool other = e && (e->flags & F_ATTR) && e->owner != ino;
+  bool other = e && (e->flags & (F_ATTR | F_GIVEN)) && e->owner != ino;
   if (!other && (!e || e->owner != ino)) {
     e = slot(c, id);
     entry_reset(e);
@@ -236,31 +257,50 @@ bool fc_is_dir_end(fc_cache *c, uint64_t id, uint64_t off) {
 }
 
 /* fc_put_node's work; caller holds the lock. */
-static void put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
-                     bool immutable, bool no_xattrs) {
+static bool put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                     bool immutable, bool no_xattrs, uint64_t key) {
   fc_entry *e = slot(c, id);
   fc_attr given;
   attr_pack(&given, st);
-  /* Another entry under the same id (ids are hashes): nothing known about the
-   * one before (no-xattrs, link target) holds for this one. */
-  if (immutable && ((e->flags & F_ATTR) ? !same_version(&e->attr, &given) : e->owner && e->owner != given.ino)) {
+  bool same = e->owner == given.ino && (!key || !e->key || e->key == key) &&
+              (!(e->flags & F_ATTR) || (immutable && same_version(&e->attr, &given)));
+  if (!same && e->owner) {
+    /* Another entry under the same id (ids are hashes). The kernel holds the
+     * id as that one if a lookup answered here is still unreported: refused.
+     * Otherwise nothing known about the one before (attributes, no-xattrs,
+     * link target, listing end) holds for this one, and the names listed
+     * under the id stop being answered here. */
+    if (e->unreported) return false;
     entry_reset(e);
     e->id = id;
   }
+  e->owner = given.ino;
+  if (key) e->key = key;
   if (immutable) {
-    e->owner = given.ino;
     e->attr = given;
     e->timeout = timeout;
     e->flags |= F_ATTR;
+  } else {
+    e->flags |= F_GIVEN;
   }
   if (no_xattrs) e->flags |= F_NO_XATTRS;
+  return true;
 }
 
-void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
-                 bool immutable, bool no_xattrs) {
-  if (!id || (!immutable && !no_xattrs)) return;
+bool fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                 bool immutable, bool no_xattrs, uint64_t parent, const char *name) {
+  if (!id) return true;
+  uint64_t key = name ? fc_name_key(parent, name) : 0;
   pthread_mutex_lock(&c->lock);
-  put_node(c, id, st, timeout, immutable, no_xattrs);
+  bool given = put_node(c, id, st, timeout, immutable, no_xattrs, key);
+  pthread_mutex_unlock(&c->lock);
+  return given;
+}
+
+void fc_reported(fc_cache *c, uint64_t id) {
+  pthread_mutex_lock(&c->lock);
+  fc_entry *e = find(c, id);
+  if (e && e->unreported) e->unreported--;
   pthread_mutex_unlock(&c->lock);
 }
 
@@ -315,7 +355,7 @@ bool fc_get_link(fc_cache *c, uint64_t id, char *buf, size_t cap) {
 
 /* ---- names ---- */
 
-static uint64_t name_hash(uint64_t parent, const char *name) {
+uint64_t fc_name_key(uint64_t parent, const char *name) {
   uint64_t h = 0xcbf29ce484222325ULL ^ (parent * 0x9e3779b97f4a7c15ULL); /* FNV-1a */
   for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
     h ^= *p;
@@ -334,13 +374,18 @@ static fc_name_set *name_set_of(fc_cache *c, uint64_t h) {
   return &c->name_sets[(h >> 32) & c->name_mask];
 }
 
-void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
+bool fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
                  const struct stat *st, double timeout, bool no_xattrs) {
-  if (!parent || !id) return;
-  uint64_t h = name_hash(parent, name);
+  if (!parent || !id) return false;
+  uint64_t h = fc_name_key(parent, name);
   char *copy = strdup(name);
-  if (!copy) return; /* a cache: missing out is fine */
+  if (!copy) return false; /* a cache: missing out is fine */
   pthread_mutex_lock(&c->lock);
+  if (!put_node(c, id, st, timeout, true, no_xattrs, h)) {
+    pthread_mutex_unlock(&c->lock);
+    free(copy);
+    return false;
+  }
   fc_name_set *s = name_set_of(c, h);
   fc_name *n = NULL;
   for (int w = 0; w < WAYS && !n; w++) {
@@ -361,13 +406,13 @@ void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
   attr_pack(&n->attr, st);
   n->timeout = timeout;
   n->no_xattrs = no_xattrs;
-  put_node(c, id, st, timeout, true, no_xattrs);
   pthread_mutex_unlock(&c->lock);
+  return true;
 }
 
 bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
-                 struct stat *st, double *timeout, bool *no_xattrs) {
-  uint64_t h = name_hash(parent, name);
+                 struct stat *st, double *timeout, bool *no_xattrs, bool mark) {
+  uint64_t h = fc_name_key(parent, name);
   bool hit = false;
   pthread_mutex_lock(&c->lock);
   fc_name_set *s = name_set_of(c, h);
@@ -377,7 +422,9 @@ bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
       /* Only while the id is still given for this entry (ids are hashes: JS
        * may have given it to another since; fc_put_name put both). */
       fc_entry *e = find(c, n->id);
-      if (e && (e->flags & F_ATTR) && e->owner == n->attr.ino && same_version(&e->attr, &n->attr)) {
+      if (e && (e->flags & F_ATTR) && e->owner == n->attr.ino && e->key == h &&
+          same_version(&e->attr, &n->attr)) {
+        if (mark) e->unreported++;
         *id = n->id;
         attr_unpack(&n->attr, st);
         *timeout = n->timeout;

@@ -25,11 +25,22 @@ void fc_free(fc_cache *c);
 /* Forgets everything, names too (JS's facts about some nodes stopped being true). */
 void fc_clear(fc_cache *c);
 
-/* What JS said about node `id` when it answered a lookup or getattr: `st`
- * never changes (answer getattr with it, cached by the kernel for
- * `timeout` seconds) if immutable; it has no xattrs if no_xattrs. */
-void fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
-                 bool immutable, bool no_xattrs);
+/* What JS said about node `id` when it answered a lookup of `name` in
+ * `parent` (name NULL: a getattr): `st` never changes (answer getattr with
+ * it, cached by the kernel for `timeout` seconds) if immutable; it has no
+ * xattrs if no_xattrs. The id is then given for that entry (inode number
+ * and name). False, and nothing changed, while the kernel may hold the id as
+ * another entry through a lookup answered here that JS has not heard of
+ * (fc_get_name with mark): the reply must not give it. */
+bool fc_put_node(fc_cache *c, uint64_t id, const struct stat *st, double timeout,
+                 bool immutable, bool no_xattrs, uint64_t parent, const char *name);
+
+/* JS heard of one lookup of `id` that fc_get_name answered with mark. */
+void fc_reported(fc_cache *c, uint64_t id);
+
+/* What names an entry beside its inode number (which an unchanged file keeps
+ * in every snapshot): its directory's node id and its name, hashed. */
+uint64_t fc_name_key(uint64_t parent, const char *name);
 
 /* A symlink target JS allows repeating for valid_s seconds. */
 void fc_put_link(fc_cache *c, uint64_t id, const char *target, double valid_s);
@@ -66,13 +77,16 @@ bool fc_is_dir_end(fc_cache *c, uint64_t id, uint64_t off);
  * the kernel for `timeout` seconds (entry and attributes), and whether it has
  * no xattrs. A lookup answered from here needs no trip to JS. Bounded like
  * the node table: a separate set-associative table of capacity / 4 names.
- * The node goes into the node table too (as fc_put_node), and fc_get_name
- * finds a name only while its id is still given for that entry (inode number,
- * type, size and ctime): node ids are 64-bit hashes of (snapshot, path), and
- * in the rare collision JS may give a listed name's id to another entry. */
-void fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
+ * The node goes into the node table too (as fc_put_node; false, and nothing
+ * recorded, when that refuses), and fc_get_name finds a name only while its id
+ * is still given for that entry (name, inode number, type, size and ctime):
+ * node ids are 64-bit hashes of (snapshot, path), and in the rare collision
+ * JS may give a listed name's id to another entry. */
+bool fc_put_name(fc_cache *c, uint64_t parent, const char *name, uint64_t id,
                  const struct stat *st, double timeout, bool no_xattrs);
+/* mark: the answer is about to be given (the kernel takes a reference JS
+ * hears of later, fc_reported); until then the id is given to no other entry. */
 bool fc_get_name(fc_cache *c, uint64_t parent, const char *name, uint64_t *id,
-                 struct stat *st, double *timeout, bool *no_xattrs);
+                 struct stat *st, double *timeout, bool *no_xattrs, bool mark);
 
 #endif

@@ -394,12 +394,13 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   bool no_xattrs;
   size_t n = strlen(name);
   if (s->names && reserve_ref(s, n) &&
-      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs)) {
+      fc_get_name(s->cache, parent, name, &id, &e.attr, &timeout, &no_xattrs, true)) {
     e.ino = (fuse_ino_t)id;
     e.generation = 0;
     e.attr_timeout = e.entry_timeout = timeout;
     /* Not taken (interrupted): the kernel holds no reference. */
     if (lf.fuse_reply_entry(req, &e) == 0) add_ref(s, id, parent, name, n);
+    else fc_reported(s->cache, id);
     return;
   }
   fl_queue(req, FL_LOOKUP, parent, 0, 0, 0, name);
@@ -1116,6 +1117,15 @@ static void fl_call_js(napi_env env, napi_value js_cb, void *context, void *data
           mk_bytes(env, it->data, it->len, &argv[3]))
         napi_call_function(env, argv[1], js_cb, 4, argv, NULL);
       napi_close_handle_scope(env, scope);
+    }
+    /* JS knows of these references now (or never will): their ids are its to give. */
+    for (size_t off = 0; off + 20 <= it->len;) {
+      uint64_t id;
+      uint32_t len;
+      memcpy(&id, it->data + off, 8);
+      memcpy(&len, it->data + off + 16, 4);
+      fc_reported(s->cache, id);
+      off += 20 + len;
     }
     free(it);
     return;
@@ -2018,8 +2028,14 @@ static napi_value fl_reply_entry(napi_env env, napi_callback_info info) {
       return NULL;
   }
   if (!state) return js_bool(env, false);
-  /* Before the reply: the kernel may ask again as soon as it has it. */
-  fc_put_node(it->s->cache, ino, &e.attr, e.attr_timeout, immutable, no_xattrs);
+  /* Before the reply: the kernel may ask again as soon as it has it. Refused
+   * while the kernel may hold the id as another entry JS has not heard of:
+   * two entries would become one inode. */
+  if (!fc_put_node(it->s->cache, ino, &e.attr, e.attr_timeout, immutable, no_xattrs, it->ino,
+                   it->op == FL_LOOKUP ? it->data : NULL)) {
+    lf.fuse_reply_err(fl_claim(it), EIO);
+    return js_bool(env, false);
+  }
   return js_bool(env, lf.fuse_reply_entry(fl_claim(it), &e) == 0);
 }
 
@@ -2034,7 +2050,7 @@ static napi_value fl_reply_attr(napi_env env, napi_callback_info info) {
     return NULL;
   if (!state) return js_bool(env, false);
   fc_put_node(it->s->cache, it->ino, &st, timeout, flags & CACHE_IMMUTABLE,
-              flags & CACHE_NO_XATTRS);
+              flags & CACHE_NO_XATTRS, 0, NULL);
   return js_bool(env, lf.fuse_reply_attr(fl_claim(it), &st, timeout) == 0);
 }
 
@@ -2362,7 +2378,7 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
     size_t need;
     if (plus) {
       need = add_direntplus(buf + used, (size_t)size - used, name, ino, (uint32_t)mode,
-                            (uint64_t)off, has_node > 0 && !is_dot_name(name) ? &node : NULL);
+                            (uint64_t)off, NULL);
     } else {
       memset(&st, 0, sizeof st);
       st.st_ino = (ino_t)ino;
@@ -2371,11 +2387,19 @@ static napi_value fl_reply_dirents(napi_env env, napi_callback_info info) {
       need = lf.fuse_add_direntry(it->req, buf + used, (size_t)size - used, name, &st, (off_t)off);
     }
     if (need > (size_t)size - used) break;
+    /* With its node, unless the id may name another entry for the kernel
+     * (fc_put_name): then the name goes alone, and JS sees the node's id
+     * zeroed (READDIRPLUS hands the kernel the node itself: no reference). */
+    if (has_node > 0 && !is_dot_name(name)) {
+      if (fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs)) {
+        if (plus)
+          add_direntplus(buf + used, (size_t)size - used, name, ino, (uint32_t)mode, (uint64_t)off, &node);
+      } else {
+        memset((uint8_t *)nodes + (size_t)count * DN_BYTES, 0, 8);
+      }
+    }
     used += need;
     end = (uint64_t)off;
-    /* With its node (READDIRPLUS hands the kernel the node itself). */
-    if (has_node > 0 && !is_dot_name(name))
-      fc_put_name(it->s->cache, it->ino, name, node.id, &node.st, node.timeout, node.no_xattrs);
   }
   napi_value r;
   /* Known before replying: once the reply is out the kernel may ask for the
