@@ -25,7 +25,7 @@ typedef struct {
 typedef struct {
   uint64_t id; /* 0: free (node ids are never 0) */
   uint64_t owner; /* st_ino of the entry the id was last given for (fc_node_is) */
-  /* The name (name_hash of parent and name) the id was last given for; 0: not
+  /* The name (fc_name_key of parent and name) the id was last given for; 0: not
    * known (a getattr, a read-ahead claim). Inode numbers alone do not tell
    * entries apart: an unchanged file keeps its number in every snapshot. */
   uint64_t key;
