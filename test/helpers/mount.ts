@@ -219,7 +219,6 @@ export async function compareMtimesMs(expected: string, actual: string): Promise
   return diffs;
 }
 
-/** The server's SIGUSR2 memory line: JS heap in use, external memory, held nodes, the references the kernel took from listings (READDIRPLUS, or lookups the binding answered). */
 /**
  * Waits until the server's read-ahead across files (which runs after the read that started
  * it was answered) has handed over what it will: its count of files stops moving.
@@ -235,6 +234,7 @@ export async function readAheadSettled(m: Mounted): Promise<void> {
   }
 }
 
+/** The server's SIGUSR2 memory line: JS heap in use, external memory, held nodes, the references the kernel took from listings (READDIRPLUS, or lookups the binding answered). */
 export async function serverMemory(m: Mounted): Promise<{ heapUsed: number; external: number; held: number; fromListings: number; requests: Record<string, number> }> {
   const re = /heap ([\d.]+) MiB of [\d.]+ MiB, external ([\d.]+) MiB.*?(\d+) nodes held by the kernel \([^)]*\), (\d+) references taken from listings; kernel requests: ([^\n]*)/g;
   const seen = (): number => [...m.child.output().stderr.matchAll(re)].length;
