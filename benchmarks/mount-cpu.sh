@@ -29,12 +29,13 @@ server=$(echo "$ready" | node -e 'const m = JSON.parse(require("fs").readFileSyn
 log=${server#* }; server=${server%% *}
 trap 'node "$cli" umount "$mnt" > /dev/null' EXIT
 
-# Per thread: user+sys clock ticks, voluntary and forced context switches.
+# Per thread: user+sys clock ticks, voluntary and forced context switches, minor
+# page faults (each costs several microseconds on a virtual machine).
 thread_counts() {
   for t in /proc/$server/task/*; do
     local f; f=$(sed 's/.*) //' "$t/stat")
     set -- $f
-    echo "$(basename "$t") $(( ${12} + ${13} )) $(awk '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{n=$2} END{print v, n}' "$t/status")"
+    echo "$(basename "$t") $(( ${12} + ${13} )) $8 $(awk '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{n=$2} END{print v, n}' "$t/status")"
   done
 }
 
@@ -51,8 +52,10 @@ after=$(thread_counts)
 tick=$(getconf CLK_TCK)
 echo "tar of last/$part, cold: $(echo "$end - $start" | bc) s"
 join <(echo "$before" | sort) <(echo "$after" | sort) | sort -n | awk -v tick="$tick" '
-  { ms = ($5 - $2) * 1000 / tick; if (ms > 0) { printf "  thread %s: %d ms CPU, %d voluntary and %d forced switches\n", $1, ms, $6 - $3, $7 - $4; total += ms } }
-  END { printf "  server: %d ms CPU\n", total }'
+  { ms = ($6 - $2) * 1000 / tick; faults = $7 - $3
+    if (ms > 0) { printf "  thread %s: %d ms CPU, %d voluntary and %d forced switches, %d page faults\n", $1, ms, $8 - $4, $9 - $5, faults; total += ms }
+    all_faults += faults }
+  END { printf "  server: %d ms CPU, %d page faults\n", total, all_faults }'
 echo "  server: peak RSS $(awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' /proc/$server/status)"
 kill -USR2 $server; sleep 0.5
 grep -o 'kernel requests: .*' "$log" | tail -1 | tr ',' '\n' | grep -v ' 0$' | paste -sd, -
