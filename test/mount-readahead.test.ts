@@ -132,6 +132,48 @@ t.test('files read ahead are pushed into the page cache: their reads are not eve
   await m.stop();
 });
 
+t.test('a second walk reads ahead only what the page cache lost: nothing, until the kernel lets pages go', { skip }, async (t) => {
+  // A spool of many directories, with more files than the server remembers offering
+  // (lowlevel.ts's OFFERED_MAX): without knowing which pushes the kernel took, a second
+  // walk had each directory's files read, decompressed and pushed again as it was listed,
+  // although every page was still in the kernel's page cache.
+  const dirs = 100;
+  const perDir = 45;
+  const files = dirs * perDir;
+  const { src, last, m } = await mountBackedUp(t, 'again', async (src) => {
+    await fs.writeFile(path.join(src, 'a-file'), 'first\n'); // a walk that stats names (see the test above)
+    for (let d = 0; d < dirs; d++) {
+      const dir = path.join(src, 'spool', `d${String(d).padStart(3, '0')}`);
+      await fs.mkdir(dir, { recursive: true });
+      for (let i = 0; i < perDir; i++) await fs.writeFile(path.join(dir, `${i}.`), crypto.randomBytes(1 + ((d * perDir + i) * 7919) % 20_000));
+    }
+  });
+  const counts = async (): Promise<Record<string, number>> => (await serverMemory(m)).requests;
+  const expected = (await tarSum(src)).trim();
+
+  // Two walks and a find, one right after the other (as a tape job's verify pass, or an
+  // admin's diff -r then cp -a, would), each tar stream checked.
+  const walks = await runProcess('sh', ['-c', 'for i in 1 2; do tar -C "$1" --sort=name -cf - . | md5sum; done; find "$1" -type f > /dev/null', 'sh', last]);
+  t.same(walks.stdout.trim().split('\n'), [expected, expected], 'both walks: the source\'s bytes');
+  await readAheadSettled(m);
+  const c1 = await counts();
+  t.ok((c1['files pushed'] ?? 0) >= files / 2, `the first walk's files were pushed into the page cache (${c1['files pushed']} pushes for ${files} files)`);
+  const readAhead = c1['files read ahead'] ?? 0;
+  t.ok(readAhead < files * 1.25, `each file was read ahead about once over both walks and the find (${readAhead} for ${files} files)`);
+
+  // Once the kernel let the pages go, the READs that come say so: files are read ahead again.
+  if (process.getuid?.() === 0) {
+    await fs.writeFile('/proc/sys/vm/drop_caches', '1');
+    t.equal((await tarSum(last)).trim(), expected, 'a walk after drop_caches: the same bytes');
+    await readAheadSettled(m);
+    const c2 = await counts();
+    const again = (c2['files read ahead'] ?? 0) - readAhead;
+    t.ok(again > files / 2, `most files were read ahead again (${again} of ${files})`);
+    t.ok((c2.READ ?? 0) > (c1.READ ?? 0), 'the reads of the first ones reached the server');
+  }
+  await m.stop();
+});
+
 t.test('a walk that reads files ahead starts again at the first file of the next directory', { skip }, async (t) => {
   const { last, m } = await mountBackedUp(t, 'walk', async (src) => {
     for (const d of ['a', 'b', 'c']) {

@@ -95,6 +95,13 @@ export interface LowLevelOptions {
    * stored, for reads it answers itself from the chunks it loads ahead (FuseSession.offerStream).
    */
   offerStream?: (node: bigint, ino: bigint, size: number, reached: number, chunks: readonly StoredChunk[], extend: boolean) => boolean;
+  /**
+   * Whether the kernel's page cache holds a file's whole content, pushed there by the
+   * binding (FuseSession.contentPushed): such a file is not read ahead again. A second walk
+   * (diff -r then cp -a, find right after tar) would otherwise have the binding read,
+   * decompress and push every file once more.
+   */
+  contentPushed?: (node: bigint) => boolean;
 }
 
 /**
@@ -156,7 +163,7 @@ export function lowLevelHandlers(vfs: Vfs, opts: LowLevelOptions = {}): LowLevel
     readAheadAt = performance.now();
     run({
       limits: FILES_AHEAD,
-      skip: (file) => offered.has(file),
+      skip: (file) => offered.has(file) || (opts.contentPushed?.(file) ?? false),
       use: (file, ino, size, chunks) => {
         if (offered.size >= OFFERED_MAX) offered.clear();
         offered.add(file);

@@ -253,7 +253,8 @@ export class MountedFs {
         ? (node: bigint, ino: bigint, size: number, reached: number, chunks: readonly StoredChunk[], extend: boolean): boolean =>
             session?.offerStream(node, ino, size, reached, chunks, extend) ?? false
         : undefined;
-      const handlers = lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent, offerStream });
+      const contentPushed = (node: bigint): boolean => session?.contentPushed(node) ?? false;
+      const handlers = lowLevelHandlers(vfs, { log: opts.log, replyCaching, offerStoredContent, offerStream, contentPushed });
       session = mountLowLevel(mountPoint, options, handlers, {
         onError: (err, op) => opts.log?.(`${op}: ${(err as Error).message ?? String(err)}`),
         xattrNamespaces: replyCaching ? XATTR_NAMESPACES : undefined,

@@ -275,6 +275,12 @@ export interface FuseSession {
    * session ended); the kernel answering that it had nothing cached is not an error.
    */
   invalidateEntry(parent: bigint, name: Uint8Array): boolean;
+  /**
+   * Whether the kernel's page cache holds node `node`'s whole content, pushed there after
+   * offerStoredContent: reading it ahead again would be wasted work. Forgotten for every
+   * node once a READ of such a node shows the kernel let pushed pages go.
+   */
+  contentPushed(node: bigint): boolean;
 }
 
 /** Where one chunk of a file is stored (offerStoredContent, offerStream). */
@@ -347,6 +353,7 @@ interface Binding {
   offerStoredContent(session: object, node: bigint, ino: bigint, size: number, chunks: Uint8Array): boolean;
   offerStream(session: object, node: bigint, ino: bigint, size: number, reached: number, chunks: Uint8Array, extend: boolean): boolean;
   invalidateEntry(session: object, parent: bigint, name: Uint8Array): boolean;
+  contentPushed(session: object, node: bigint): boolean;
   umount(path: string, lazy: boolean): Promise<void>;
   replyErr(req: FuseRequest, errno: number): boolean;
   replyErrIfPending(req: FuseRequest, errno: number): boolean;
@@ -619,6 +626,9 @@ export function mountLowLevel(mountpoint: string, options: readonly string[], ha
     },
     invalidateEntry(parent: bigint, name: Uint8Array): boolean {
       return !isClosed && b.invalidateEntry(handle, parent, name);
+    },
+    contentPushed(node: bigint): boolean {
+      return !isClosed && b.contentPushed(handle, node);
     },
     requestCounts(): Record<string, number> {
       const out: Record<string, number> = {};

@@ -587,6 +587,7 @@ static void stream_ending(void *ctx, uint64_t node, uint64_t end) {
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
   fl_session *s = lf.fuse_req_userdata(req);
+  if (s->pusher) fp_note_read(s->pusher, ino); /* a file pushed whole has no READs, unless its pages went */
   if (fi->fh == OPENED_BY_BINDING && read_stored(s, req, ino, size, off)) return;
   fl_item *it = item_new(req, FL_READ, ino, 0);
   if (it) {
@@ -1897,6 +1898,23 @@ static napi_value fl_invalidate_entry(napi_env env, napi_callback_info info) {
   return js_bool(env, !s->torn_down && s->pusher && fp_invalidate_entry(s->pusher, parent, (const char *)name, len));
 }
 
+/* contentPushed(session, node: bigint): whether the kernel's page cache holds
+ * the whole content of node `node`, pushed there (fp_pushed): reading it ahead
+ * again would be wasted work. */
+static napi_value fl_content_pushed(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!sn_get_args(env, info, 2, argv, "contentPushed")) return NULL;
+  fl_session *s = session_arg(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t node;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, argv[1], &node, &lossless) != napi_ok || !lossless) {
+    throw_type(env, "node", "a bigint node id");
+    return NULL;
+  }
+  return js_bool(env, !s->torn_down && s->pusher && fp_pushed(s->pusher, node));
+}
+
 /* requestCounts(session): requests received so far, an array indexed by the
  * kernel's opcode (linux/fuse.h), then the READs answered from files read
  * ahead, the files the store took, the files pushed into the page
@@ -2433,6 +2451,7 @@ static napi_value fl_init(napi_env env, napi_value exports) {
       FN("offerStoredContent", fl_offer_stored_content),
       FN("offerStream", fl_offer_stream),
       FN("invalidateEntry", fl_invalidate_entry),
+      FN("contentPushed", fl_content_pushed),
       FN("umount", fl_umount),
       FN("replyErr", fl_reply_err),
       FN("replyErrIfPending", fl_reply_err_if_pending),

@@ -40,6 +40,14 @@ typedef struct fp_job {
   uint32_t name_len;
 } fp_job;
 
+/* The nodes whose whole content the kernel took (fp_pushed): a set of ids,
+ * open addressing (0: empty; node ids are never 0), allocated at the first
+ * push and emptied when it is three quarters full. */
+#define PUSHED_BITS 17
+#define PUSHED_SLOTS ((size_t)1 << PUSHED_BITS)
+#define PUSHED_MAX (PUSHED_SLOTS / 4 * 3)
+#define PUSHED_LOST_FEW 16
+
 struct fp_pusher {
   pthread_mutex_t lock;
   pthread_cond_t wake;
@@ -50,7 +58,60 @@ struct fp_pusher {
   int refs; /* the thread's and the owner's */
   int fd;
   uint64_t pushed, refused, invalidated;
+  uint64_t *pushed_ids; /* PUSHED_SLOTS of them, or NULL */
+  size_t pushed_count;
+  unsigned pushed_lost; /* READs of pushed nodes since the set was last emptied */
 };
+
+static size_t pushed_home(uint64_t id) { return (size_t)((id * 0x9E3779B97F4A7C15ull) >> (64 - PUSHED_BITS)); }
+
+/* Lock held. The slot of `id`, or PUSHED_SLOTS. */
+static size_t pushed_slot(const fp_pusher *p, uint64_t id) {
+  if (!p->pushed_ids || !id) return PUSHED_SLOTS;
+  for (size_t i = pushed_home(id);; i = (i + 1) & (PUSHED_SLOTS - 1)) {
+    if (p->pushed_ids[i] == id) return i;
+    if (!p->pushed_ids[i]) return PUSHED_SLOTS;
+  }
+}
+
+static bool pushed_has(const fp_pusher *p, uint64_t id) { return pushed_slot(p, id) < PUSHED_SLOTS; }
+
+/* Lock held. Backward shift: later ids of the probe run move up so that no
+ * search stops early. */
+static void pushed_remove(fp_pusher *p, size_t slot) {
+  size_t hole = slot;
+  for (size_t i = (slot + 1) & (PUSHED_SLOTS - 1); p->pushed_ids[i]; i = (i + 1) & (PUSHED_SLOTS - 1)) {
+    size_t h = pushed_home(p->pushed_ids[i]);
+    bool between = hole <= i ? h > hole && h <= i : h > hole || h <= i; /* its home in (hole, i], cyclically */
+    if (!between) {
+      p->pushed_ids[hole] = p->pushed_ids[i];
+      hole = i;
+    }
+  }
+  p->pushed_ids[hole] = 0;
+  p->pushed_count--;
+}
+
+/* Lock held. */
+static void pushed_forget_all(fp_pusher *p) {
+  if (p->pushed_count) memset(p->pushed_ids, 0, PUSHED_SLOTS * sizeof *p->pushed_ids);
+  p->pushed_count = 0;
+  p->pushed_lost = 0;
+}
+
+/* Lock held. Out of memory: nothing recorded (the file is read ahead again). */
+static void pushed_add(fp_pusher *p, uint64_t id) {
+  if (!p->pushed_ids && !(p->pushed_ids = calloc(PUSHED_SLOTS, sizeof *p->pushed_ids))) return;
+  if (p->pushed_count >= PUSHED_MAX) pushed_forget_all(p);
+  for (size_t i = pushed_home(id);; i = (i + 1) & (PUSHED_SLOTS - 1)) {
+    if (p->pushed_ids[i] == id) return;
+    if (!p->pushed_ids[i]) {
+      p->pushed_ids[i] = id;
+      p->pushed_count++;
+      return;
+    }
+  }
+}
 
 static void job_free(fp_job *j) {
   if (j->content) fcc_blob_unref(j->content);
@@ -85,6 +146,7 @@ static void unref(fp_pusher *p) {
   pthread_mutex_unlock(&p->lock);
   if (!last) return;
   drop_queue(p);
+  free(p->pushed_ids);
   close(p->fd);
   pthread_cond_destroy(&p->wake);
   pthread_mutex_destroy(&p->lock);
@@ -130,13 +192,15 @@ static void *run(void *arg) {
     /* May wait: a push for a page a READ in flight holds, an invalidation for
      * the directory's lock while a lookup in it is being answered. */
     int err = push(p->fd, j);
+    uint64_t id = j->id;
     job_free(j);
     pthread_mutex_lock(&p->lock);
     if (!is_push) {
       if (err == 0) p->invalidated++; /* ENOENT: the kernel had nothing cached */
-    } else if (err == 0)
+    } else if (err == 0) {
       p->pushed++;
-    else
+      pushed_add(p, id);
+    } else
       p->refused++;
     if (err == ENODEV) p->stopping = true; /* unmounted */
   }
@@ -233,6 +297,25 @@ void fp_clear(fp_pusher *p) {
       p->tail = j;
       at = &j->next;
     }
+  }
+  pthread_mutex_unlock(&p->lock);
+}
+
+bool fp_pushed(fp_pusher *p, uint64_t id) {
+  pthread_mutex_lock(&p->lock);
+  bool pushed = pushed_has(p, id);
+  pthread_mutex_unlock(&p->lock);
+  return pushed;
+}
+
+void fp_note_read(fp_pusher *p, uint64_t id) {
+  pthread_mutex_lock(&p->lock);
+  size_t slot = pushed_slot(p, id);
+  if (slot < PUSHED_SLOTS) {
+    pushed_remove(p, slot);
+    /* A page here and there goes (seen after heavy concurrent reading): those
+     * nodes alone. Many more: the kernel let pages go wholesale. */
+    if (++p->pushed_lost > PUSHED_LOST_FEW + p->pushed_count / 64) pushed_forget_all(p);
   }
   pthread_mutex_unlock(&p->lock);
 }

@@ -45,6 +45,20 @@ bool fp_offer(fp_pusher *p, uint64_t id, fcc_blob *content);
  * node `parent`; false when too many are queued. Any thread. */
 bool fp_invalidate_entry(fp_pusher *p, uint64_t parent, const char *name, size_t len);
 
+/* Whether the kernel took node `id`'s whole content, as far as the pusher
+ * knows: it pushed it, and no READ has shown the kernel letting pushed pages
+ * go since (fp_note_read). Such a file need not be read ahead again: the
+ * kernel's page cache holds its bytes while it holds the node (a node it
+ * forgets and looks up again is the same id: its first READ tells). */
+bool fp_pushed(fp_pusher *p, uint64_t id);
+
+/* A READ of node `id` reached the server: if the kernel had taken its
+ * content, it let some of those pages go (or the reader bypasses the page
+ * cache): the pusher forgets that push. Once such READs pass a few and a
+ * sixty-fourth of the pushes it knows of, the kernel let pages go wholesale
+ * (memory pressure, drop_caches): it forgets every push. */
+void fp_note_read(fp_pusher *p, uint64_t id);
+
 /* Drops the pushes queued (snapshots were forgotten); invalidations stay. */
 void fp_clear(fp_pusher *p);
 
