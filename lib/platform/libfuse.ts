@@ -277,8 +277,9 @@ export interface FuseSession {
   invalidateEntry(parent: bigint, name: Uint8Array): boolean;
   /**
    * Whether the kernel's page cache holds node `node`'s whole content, pushed there after
-   * offerStoredContent: reading it ahead again would be wasted work. Forgotten for every
-   * node once a READ of such a node shows the kernel let pushed pages go.
+   * offerStoredContent: reading it ahead again would be wasted work. A READ of such a node
+   * shows the kernel let its pages go: that node is forgotten, and after many such READs
+   * every node is (native/src/fuse_push.h, fp_note_read).
    */
   contentPushed(node: bigint): boolean;
 }
