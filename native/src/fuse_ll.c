@@ -419,6 +419,7 @@ static void queue_forgets(fl_session *s, size_t count, const uint64_t *pairs) {
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, unsigned long nlookup) {
   fl_session *s = lf.fuse_req_userdata(req);
   lf.fuse_reply_none(req);
+  if (s->pusher) fp_forget(s->pusher, ino);
   uint64_t pair[2] = {ino, nlookup};
   queue_forgets(s, 1, pair);
 }
@@ -433,6 +434,7 @@ static void ll_forget_multi(fuse_req_t req, size_t count,
       pairs[2 * i + 1] = forgets[i].nlookup;
     }
   }
+  for (size_t i = 0; s->pusher && i < count; i++) fp_forget(s->pusher, forgets[i].ino);
   lf.fuse_reply_none(req);
   if (pairs) {
     queue_forgets(s, count, pairs);

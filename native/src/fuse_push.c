@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -41,11 +42,11 @@ typedef struct fp_job {
 } fp_job;
 
 /* The nodes whose whole content the kernel took (fp_pushed): a set of ids,
- * open addressing (0: empty; node ids are never 0), allocated at the first
- * push and emptied when it is three quarters full. */
-#define PUSHED_BITS 17
-#define PUSHED_SLOTS ((size_t)1 << PUSHED_BITS)
-#define PUSHED_MAX (PUSHED_SLOTS / 4 * 3)
+ * open addressing (0: empty; node ids are never 0), from 4,096 slots at the
+ * first push, doubled when three quarters full up to 2^17 (1 MiB), then
+ * emptied. The nodes the kernel forgets leave it (fp_forget). */
+#define PUSHED_MIN_BITS 12
+#define PUSHED_MAX_BITS 17
 #define PUSHED_LOST_FEW 16
 
 struct fp_pusher {
@@ -58,30 +59,33 @@ struct fp_pusher {
   int refs; /* the thread's and the owner's */
   int fd;
   uint64_t pushed, refused, invalidated;
-  uint64_t *pushed_ids; /* PUSHED_SLOTS of them, or NULL */
+  uint64_t *pushed_ids; /* 2^pushed_bits of them, or NULL */
+  unsigned pushed_bits;
   size_t pushed_count;
   unsigned pushed_lost; /* READs of pushed nodes since the set was last emptied */
 };
 
-static size_t pushed_home(uint64_t id) { return (size_t)((id * 0x9E3779B97F4A7C15ull) >> (64 - PUSHED_BITS)); }
-
-/* Lock held. The slot of `id`, or PUSHED_SLOTS. */
-static size_t pushed_slot(const fp_pusher *p, uint64_t id) {
-  if (!p->pushed_ids || !id) return PUSHED_SLOTS;
-  for (size_t i = pushed_home(id);; i = (i + 1) & (PUSHED_SLOTS - 1)) {
-    if (p->pushed_ids[i] == id) return i;
-    if (!p->pushed_ids[i]) return PUSHED_SLOTS;
-  }
+static size_t pushed_home(const fp_pusher *p, uint64_t id) {
+  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> (64 - p->pushed_bits));
 }
 
-static bool pushed_has(const fp_pusher *p, uint64_t id) { return pushed_slot(p, id) < PUSHED_SLOTS; }
+static size_t pushed_mask(const fp_pusher *p) { return ((size_t)1 << p->pushed_bits) - 1; }
+
+/* Lock held. The slot of `id`, or SIZE_MAX. */
+static size_t pushed_slot(const fp_pusher *p, uint64_t id) {
+  if (!p->pushed_ids || !id) return SIZE_MAX;
+  for (size_t i = pushed_home(p, id);; i = (i + 1) & pushed_mask(p)) {
+    if (p->pushed_ids[i] == id) return i;
+    if (!p->pushed_ids[i]) return SIZE_MAX;
+  }
+}
 
 /* Lock held. Backward shift: later ids of the probe run move up so that no
  * search stops early. */
 static void pushed_remove(fp_pusher *p, size_t slot) {
-  size_t hole = slot;
-  for (size_t i = (slot + 1) & (PUSHED_SLOTS - 1); p->pushed_ids[i]; i = (i + 1) & (PUSHED_SLOTS - 1)) {
-    size_t h = pushed_home(p->pushed_ids[i]);
+  size_t mask = pushed_mask(p), hole = slot;
+  for (size_t i = (slot + 1) & mask; p->pushed_ids[i]; i = (i + 1) & mask) {
+    size_t h = pushed_home(p, p->pushed_ids[i]);
     bool between = hole <= i ? h > hole && h <= i : h > hole || h <= i; /* its home in (hole, i], cyclically */
     if (!between) {
       p->pushed_ids[hole] = p->pushed_ids[i];
@@ -94,23 +98,43 @@ static void pushed_remove(fp_pusher *p, size_t slot) {
 
 /* Lock held. */
 static void pushed_forget_all(fp_pusher *p) {
-  if (p->pushed_count) memset(p->pushed_ids, 0, PUSHED_SLOTS * sizeof *p->pushed_ids);
+  if (p->pushed_count) memset(p->pushed_ids, 0, (pushed_mask(p) + 1) * sizeof *p->pushed_ids);
   p->pushed_count = 0;
   p->pushed_lost = 0;
 }
 
-/* Lock held. Out of memory: nothing recorded (the file is read ahead again). */
+/* Lock held; `id` is not in the set, which has room. */
+static void pushed_insert(fp_pusher *p, uint64_t id) {
+  size_t i = pushed_home(p, id);
+  while (p->pushed_ids[i]) i = (i + 1) & pushed_mask(p);
+  p->pushed_ids[i] = id;
+  p->pushed_count++;
+}
+
+/* Lock held: 2^bits slots holding the ids there were; false, nothing
+ * changed, when memory is short. */
+static bool pushed_resize(fp_pusher *p, unsigned bits) {
+  uint64_t *ids = calloc((size_t)1 << bits, sizeof *ids);
+  if (!ids) return false;
+  uint64_t *old = p->pushed_ids;
+  size_t old_slots = old ? pushed_mask(p) + 1 : 0;
+  p->pushed_ids = ids;
+  p->pushed_bits = bits;
+  p->pushed_count = 0;
+  for (size_t i = 0; i < old_slots; i++)
+    if (old[i]) pushed_insert(p, old[i]);
+  free(old);
+  return true;
+}
+
+/* Lock held. Memory short: nothing recorded (the file is read ahead again). */
 static void pushed_add(fp_pusher *p, uint64_t id) {
-  if (!p->pushed_ids && !(p->pushed_ids = calloc(PUSHED_SLOTS, sizeof *p->pushed_ids))) return;
-  if (p->pushed_count >= PUSHED_MAX) pushed_forget_all(p);
-  for (size_t i = pushed_home(id);; i = (i + 1) & (PUSHED_SLOTS - 1)) {
-    if (p->pushed_ids[i] == id) return;
-    if (!p->pushed_ids[i]) {
-      p->pushed_ids[i] = id;
-      p->pushed_count++;
-      return;
-    }
+  if (!p->pushed_ids && !pushed_resize(p, PUSHED_MIN_BITS)) return;
+  if (pushed_slot(p, id) != SIZE_MAX) return;
+  if ((p->pushed_count + 1) * 4 > (pushed_mask(p) + 1) * 3) {
+    if (p->pushed_bits == PUSHED_MAX_BITS || !pushed_resize(p, p->pushed_bits + 1)) pushed_forget_all(p);
   }
+  pushed_insert(p, id);
 }
 
 static void job_free(fp_job *j) {
@@ -303,15 +327,22 @@ void fp_clear(fp_pusher *p) {
 
 bool fp_pushed(fp_pusher *p, uint64_t id) {
   pthread_mutex_lock(&p->lock);
-  bool pushed = pushed_has(p, id);
+  bool pushed = pushed_slot(p, id) != SIZE_MAX;
   pthread_mutex_unlock(&p->lock);
   return pushed;
+}
+
+void fp_forget(fp_pusher *p, uint64_t id) {
+  pthread_mutex_lock(&p->lock);
+  size_t slot = pushed_slot(p, id);
+  if (slot != SIZE_MAX) pushed_remove(p, slot);
+  pthread_mutex_unlock(&p->lock);
 }
 
 void fp_note_read(fp_pusher *p, uint64_t id) {
   pthread_mutex_lock(&p->lock);
   size_t slot = pushed_slot(p, id);
-  if (slot < PUSHED_SLOTS) {
+  if (slot != SIZE_MAX) {
     pushed_remove(p, slot);
     /* A page here and there goes (seen after heavy concurrent reading): those
      * nodes alone. Many more: the kernel let pages go wholesale. */

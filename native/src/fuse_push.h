@@ -48,9 +48,11 @@ bool fp_invalidate_entry(fp_pusher *p, uint64_t parent, const char *name, size_t
 /* Whether the kernel took node `id`'s whole content, as far as the pusher
  * knows: it pushed it, and no READ has shown the kernel letting pushed pages
  * go since (fp_note_read). Such a file need not be read ahead again: the
- * kernel's page cache holds its bytes while it holds the node (a node it
- * forgets and looks up again is the same id: its first READ tells). */
+ * kernel's page cache holds its bytes while it holds the node. */
 bool fp_pushed(fp_pusher *p, uint64_t id);
+
+/* The kernel forgot node `id` (FORGET: its inode went, and its pages with it). */
+void fp_forget(fp_pusher *p, uint64_t id);
 
 /* A READ of node `id` reached the server: if the kernel had taken its
  * content, it let some of those pages go (or the reader bypasses the page
