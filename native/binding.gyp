@@ -28,7 +28,7 @@
     },
     {
       "target_name": "snapfs_fuse",
-      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/fuse_push.c", "src/fuse_fetch.c", "src/fuse_stream.c", "src/stored_chunk.c", "src/util.c"],
+      "sources": ["src/fuse_ll.c", "src/fuse_cache.c", "src/fuse_content.c", "src/fuse_push.c", "src/fuse_fetch.c", "src/fuse_stream.c", "src/node_set.c", "src/stored_chunk.c", "src/util.c"],
       "include_dirs": [
         "<!(node -e \"require('fuse-shared-library-linux/include')\")",
         "<(SHARED_INTERMEDIATE_DIR)/xxh3",

@@ -1,11 +1,12 @@
 /* See fuse_push.h. */
 #include "fuse_push.h"
 
+#include "node_set.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -41,12 +42,10 @@ typedef struct fp_job {
   uint32_t name_len;
 } fp_job;
 
-/* The nodes whose whole content the kernel took (fp_pushed): a set of ids,
- * open addressing (0: empty; node ids are never 0), from 4,096 slots at the
- * first push, doubled when three quarters full up to 2^17 (1 MiB), then
- * emptied. The nodes the kernel forgets leave it (fp_forget). */
-#define PUSHED_MIN_BITS 12
+/* The pushes the kernel took are kept in a set of at most 2^17 slots (1 MiB). */
 #define PUSHED_MAX_BITS 17
+/* READs of pushed files taken for pages gone here and there, before the pusher
+ * concludes that the kernel let pages go wholesale (with a 64th of the pushes). */
 #define PUSHED_LOST_FEW 16
 
 struct fp_pusher {
@@ -59,83 +58,9 @@ struct fp_pusher {
   int refs; /* the thread's and the owner's */
   int fd;
   uint64_t pushed, refused, invalidated;
-  uint64_t *pushed_ids; /* 2^pushed_bits of them, or NULL */
-  unsigned pushed_bits;
-  size_t pushed_count;
+  ns_set pushed_ids;    /* the nodes whose whole content the kernel took (fp_pushed) */
   unsigned pushed_lost; /* READs of pushed nodes since the set was last emptied */
 };
-
-static size_t pushed_home(const fp_pusher *p, uint64_t id) {
-  return (size_t)((id * 0x9E3779B97F4A7C15ull) >> (64 - p->pushed_bits));
-}
-
-static size_t pushed_mask(const fp_pusher *p) { return ((size_t)1 << p->pushed_bits) - 1; }
-
-/* Lock held. The slot of `id`, or SIZE_MAX. */
-static size_t pushed_slot(const fp_pusher *p, uint64_t id) {
-  if (!p->pushed_ids || !id) return SIZE_MAX;
-  for (size_t i = pushed_home(p, id);; i = (i + 1) & pushed_mask(p)) {
-    if (p->pushed_ids[i] == id) return i;
-    if (!p->pushed_ids[i]) return SIZE_MAX;
-  }
-}
-
-/* Lock held. Backward shift: later ids of the probe run move up so that no
- * search stops early. */
-static void pushed_remove(fp_pusher *p, size_t slot) {
-  size_t mask = pushed_mask(p), hole = slot;
-  for (size_t i = (slot + 1) & mask; p->pushed_ids[i]; i = (i + 1) & mask) {
-    size_t h = pushed_home(p, p->pushed_ids[i]);
-    bool between = hole <= i ? h > hole && h <= i : h > hole || h <= i; /* its home in (hole, i], cyclically */
-    if (!between) {
-      p->pushed_ids[hole] = p->pushed_ids[i];
-      hole = i;
-    }
-  }
-  p->pushed_ids[hole] = 0;
-  p->pushed_count--;
-}
-
-/* Lock held. */
-static void pushed_forget_all(fp_pusher *p) {
-  if (p->pushed_count) memset(p->pushed_ids, 0, (pushed_mask(p) + 1) * sizeof *p->pushed_ids);
-  p->pushed_count = 0;
-  p->pushed_lost = 0;
-}
-
-/* Lock held; `id` is not in the set, which has room. */
-static void pushed_insert(fp_pusher *p, uint64_t id) {
-  size_t i = pushed_home(p, id);
-  while (p->pushed_ids[i]) i = (i + 1) & pushed_mask(p);
-  p->pushed_ids[i] = id;
-  p->pushed_count++;
-}
-
-/* Lock held: 2^bits slots holding the ids there were; false, nothing
- * changed, when memory is short. */
-static bool pushed_resize(fp_pusher *p, unsigned bits) {
-  uint64_t *ids = calloc((size_t)1 << bits, sizeof *ids);
-  if (!ids) return false;
-  uint64_t *old = p->pushed_ids;
-  size_t old_slots = old ? pushed_mask(p) + 1 : 0;
-  p->pushed_ids = ids;
-  p->pushed_bits = bits;
-  p->pushed_count = 0;
-  for (size_t i = 0; i < old_slots; i++)
-    if (old[i]) pushed_insert(p, old[i]);
-  free(old);
-  return true;
-}
-
-/* Lock held. Memory short: nothing recorded (the file is read ahead again). */
-static void pushed_add(fp_pusher *p, uint64_t id) {
-  if (!p->pushed_ids && !pushed_resize(p, PUSHED_MIN_BITS)) return;
-  if (pushed_slot(p, id) != SIZE_MAX) return;
-  if ((p->pushed_count + 1) * 4 > (pushed_mask(p) + 1) * 3) {
-    if (p->pushed_bits == PUSHED_MAX_BITS || !pushed_resize(p, p->pushed_bits + 1)) pushed_forget_all(p);
-  }
-  pushed_insert(p, id);
-}
 
 static void job_free(fp_job *j) {
   if (j->content) fcc_blob_unref(j->content);
@@ -170,7 +95,7 @@ static void unref(fp_pusher *p) {
   pthread_mutex_unlock(&p->lock);
   if (!last) return;
   drop_queue(p);
-  free(p->pushed_ids);
+  ns_free(&p->pushed_ids);
   close(p->fd);
   pthread_cond_destroy(&p->wake);
   pthread_mutex_destroy(&p->lock);
@@ -223,7 +148,7 @@ static void *run(void *arg) {
       if (err == 0) p->invalidated++; /* ENOENT: the kernel had nothing cached */
     } else if (err == 0) {
       p->pushed++;
-      pushed_add(p, id);
+      if (ns_add(&p->pushed_ids, id, PUSHED_MAX_BITS)) p->pushed_lost = 0;
     } else
       p->refused++;
     if (err == ENODEV) p->stopping = true; /* unmounted */
@@ -327,26 +252,24 @@ void fp_clear(fp_pusher *p) {
 
 bool fp_pushed(fp_pusher *p, uint64_t id) {
   pthread_mutex_lock(&p->lock);
-  bool pushed = pushed_slot(p, id) != SIZE_MAX;
+  bool pushed = ns_has(&p->pushed_ids, id);
   pthread_mutex_unlock(&p->lock);
   return pushed;
 }
 
 void fp_forget(fp_pusher *p, uint64_t id) {
   pthread_mutex_lock(&p->lock);
-  size_t slot = pushed_slot(p, id);
-  if (slot != SIZE_MAX) pushed_remove(p, slot);
+  ns_remove(&p->pushed_ids, id);
   pthread_mutex_unlock(&p->lock);
 }
 
 void fp_note_read(fp_pusher *p, uint64_t id) {
   pthread_mutex_lock(&p->lock);
-  size_t slot = pushed_slot(p, id);
-  if (slot != SIZE_MAX) {
-    pushed_remove(p, slot);
-    /* A page here and there goes (seen after heavy concurrent reading): those
-     * nodes alone. Many more: the kernel let pages go wholesale. */
-    if (++p->pushed_lost > PUSHED_LOST_FEW + p->pushed_count / 64) pushed_forget_all(p);
+  /* A page here and there goes (seen after heavy concurrent reading): those
+   * nodes alone. Many more: the kernel let pages go wholesale. */
+  if (ns_remove(&p->pushed_ids, id) && ++p->pushed_lost > PUSHED_LOST_FEW + p->pushed_ids.count / 64) {
+    ns_clear(&p->pushed_ids);
+    p->pushed_lost = 0;
   }
   pthread_mutex_unlock(&p->lock);
 }
